@@ -1,0 +1,38 @@
+//! The sessiond contract: what a session is, how its token works, when it expires, and the
+//! [`SessionStore`] trait every storage engine implements.
+//!
+//! This crate does no I/O of its own. The HTTP service (`sessiond-server`) and every engine
+//! (`sessiond-store-embedded`, later Redis) depend on it; it depends on none of them.
+//!
+//! # Layout
+//!
+//! - [`time`]: millisecond timestamps, the [`Clock`] the service reads, RFC 3339 output.
+//! - [`id`]: the public [`SessionId`] and the validated [`UserId`].
+//! - [`token`]: the bearer credential: generation from the OS CSPRNG, the shape check that runs
+//!   before any store access, and the one-way [`SecretHash`] that is all a store ever keeps.
+//! - [`record`]: the stored [`SessionRecord`] and its expiry arithmetic.
+//! - [`policy`]: timeouts, touch interval, the per-user cap and the size limits on stored JSON.
+//! - [`json`]: bounded JSON (depth, size) and RFC 7396 merge patch.
+//! - [`store`]: the [`SessionStore`] trait and the outcomes of its operations.
+//! - [`error`]: [`StoreError`], with the predicates the HTTP layer branches on.
+//! - [`service`]: [`Sessions`], the session logic over any store (validate, touch, patch,
+//!   rotate, revoke), so every engine behaves the same above the storage line.
+
+pub mod error;
+pub mod id;
+pub mod json;
+pub mod policy;
+pub mod record;
+pub mod service;
+pub mod store;
+pub mod time;
+pub mod token;
+
+pub use error::StoreError;
+pub use id::{IdError, SessionId, UserId};
+pub use policy::{AtCap, DataLimits, Policy, SessionLimit};
+pub use record::SessionRecord;
+pub use service::{Issued, NewSession, SessionError, Sessions};
+pub use store::{CreateOutcome, RotateOutcome, SessionStore, UpdateOutcome};
+pub use time::{Clock, SystemClock, Timestamp};
+pub use token::{MalformedToken, SecretHash, Token};

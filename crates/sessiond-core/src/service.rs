@@ -1,0 +1,295 @@
+//! [`Sessions`]: session semantics on top of any [`SessionStore`].
+//!
+//! Token checks, the touch interval, expiry, merge patch with compare-and-set, rotation and
+//! revocation are decided here, once, so the embedded engine and Redis cannot drift apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::StoreError;
+use crate::id::{SessionId, UserId};
+use crate::json::{DataError, check_object, merge_patch};
+use crate::policy::Policy;
+use crate::record::SessionRecord;
+use crate::store::{CreateOutcome, RotateOutcome, SessionStore, UpdateOutcome};
+use crate::time::Clock;
+use crate::token::{RandomnessUnavailable, Token};
+
+/// How many fresh ids a create tries before giving up. With 96-bit ids a single collision is
+/// already astronomically unlikely; a second one means the random source is broken.
+const CREATE_ATTEMPTS: usize = 3;
+/// How often an unconditional `PATCH` retries its compare-and-set under contention.
+const PATCH_ATTEMPTS: usize = 32;
+
+/// Why a session operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The token is unknown, expired, revoked or rotated away. Deliberately one case: the
+    /// answer must not tell an attacker which.
+    #[error("no live session for this credential")]
+    Unauthenticated,
+    /// No live session with this id.
+    #[error("no live session with this id")]
+    NotFound,
+    /// `If-Match` names a version that is no longer current.
+    #[error("session version is {current}, not the expected one")]
+    PreconditionFailed {
+        /// The version now stored.
+        current: u64,
+    },
+    /// The user is at the session cap and the policy rejects new sessions.
+    #[error("the user already has the maximum number of sessions")]
+    AtCapacity,
+    /// A document exceeds the limits or has the wrong shape.
+    #[error(transparent)]
+    InvalidData(#[from] DataError),
+    /// A concurrent writer kept winning; the client may retry.
+    #[error("the session changed concurrently too often; retry")]
+    Contention,
+    /// No credential could be generated.
+    #[error(transparent)]
+    Randomness(#[from] RandomnessUnavailable),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a backend asks for when a user logs in.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The authenticated user.
+    pub user_id: UserId,
+    /// Initial application data.
+    pub user_data: Map<String, Value>,
+    /// Login context (`ipAddress`, `userAgent`, `loginMethod`, ...).
+    pub metadata: Map<String, Value>,
+    /// Requested idle timeout; clamped by the policy.
+    pub ttl: Option<Duration>,
+}
+
+/// A session just created or rotated: the only moment its token is known.
+#[derive(Debug)]
+pub struct Issued {
+    /// The credential, to hand to the holder once.
+    pub token: Token,
+    /// The stored record.
+    pub record: SessionRecord,
+    /// Sessions ended by the per-user cap to make room (create only).
+    pub evicted: Vec<SessionId>,
+}
+
+/// Session logic over a store.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Sessions {
+    /// Session logic over `store` with `policy`, reading time from `clock`.
+    pub fn new(store: Arc<dyn SessionStore>, policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Sessions {
+            store,
+            policy: Arc::new(policy),
+            clock,
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Creates a session for a user whose credentials the backend has verified. Every call
+    /// issues a new token (a login never adopts an existing one).
+    pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
+        let limits = &self.policy.data;
+        check_object(
+            "userData",
+            &new.user_data,
+            limits.max_user_data_bytes,
+            limits,
+        )?;
+        check_object("metadata", &new.metadata, limits.max_metadata_bytes, limits)?;
+        let now = self.clock.now();
+        let idle = self.policy.idle_timeout_for(new.ttl);
+        let mut token = Token::generate()?;
+        let mut record = SessionRecord {
+            id: token.session_id().clone(),
+            user_id: new.user_id,
+            secret_hash: token.secret_hash(),
+            created_at: now,
+            last_activity: now,
+            idle_timeout_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+            absolute_expires_at: now.saturating_add(self.policy.absolute_timeout),
+            version: 1,
+            user_data: new.user_data,
+            metadata: new.metadata,
+        };
+        for attempt in 0..CREATE_ATTEMPTS {
+            if attempt > 0 {
+                token = Token::generate()?;
+                record.id = token.session_id().clone();
+                record.secret_hash = token.secret_hash();
+            }
+            match self.store.create(&record, self.policy.limit, now).await? {
+                CreateOutcome::Created { evicted } => {
+                    return Ok(Issued {
+                        token,
+                        record,
+                        evicted,
+                    });
+                }
+                CreateOutcome::AtCapacity => return Err(SessionError::AtCapacity),
+                CreateOutcome::IdTaken => continue,
+            }
+        }
+        Err(StoreError::internal("fresh session ids collided repeatedly").into())
+    }
+
+    /// Validates a token: the live session it belongs to, with activity recorded if the touch
+    /// interval has passed. One store read, plus one write at most once per touch interval.
+    pub async fn authenticate(&self, token: &Token) -> Result<SessionRecord, SessionError> {
+        let now = self.clock.now();
+        let id = token.session_id();
+        let record = self
+            .store
+            .load(id, now)
+            .await?
+            .ok_or(SessionError::Unauthenticated)?;
+        if !record.secret_hash.verify(token) {
+            return Err(SessionError::Unauthenticated);
+        }
+        let interval = self.policy.touch_interval_for(record.idle_timeout());
+        if now.saturating_since(record.last_activity) >= interval {
+            if !self.store.touch(id, now).await? {
+                return Err(SessionError::Unauthenticated);
+            }
+            return Ok(record.touched(now));
+        }
+        Ok(record)
+    }
+
+    /// Reads a live session by id without recording activity (trusted backends).
+    pub async fn get(&self, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        self.store
+            .load(id, self.clock.now())
+            .await?
+            .ok_or(SessionError::NotFound)
+    }
+
+    /// Applies an RFC 7396 merge patch to `userData`, as compare-and-set on `version`.
+    ///
+    /// With `if_match`, the patch applies only to that version (else
+    /// [`SessionError::PreconditionFailed`]). Without it, the read-merge-write loop retries
+    /// until it wins, so concurrent patches never lose each other's changes. A patch that
+    /// changes nothing leaves `version` as it is.
+    pub async fn patch(
+        &self,
+        id: &SessionId,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<SessionRecord, SessionError> {
+        let limits = &self.policy.data;
+        for _ in 0..PATCH_ATTEMPTS {
+            let now = self.clock.now();
+            let current = self
+                .store
+                .load(id, now)
+                .await?
+                .ok_or(SessionError::NotFound)?;
+            if let Some(expected) = if_match
+                && expected != current.version
+            {
+                return Err(SessionError::PreconditionFailed {
+                    current: current.version,
+                });
+            }
+            let mut merged = Value::Object(current.user_data.clone());
+            merge_patch(&mut merged, patch);
+            let Value::Object(user_data) = merged else {
+                return Err(DataError::NotAnObject { field: "userData" }.into());
+            };
+            if user_data == current.user_data {
+                return Ok(current);
+            }
+            check_object("userData", &user_data, limits.max_user_data_bytes, limits)?;
+            match self
+                .store
+                .update_data(id, current.version, &user_data, now)
+                .await?
+            {
+                UpdateOutcome::Updated(record) => return Ok(record),
+                UpdateOutcome::NotFound => return Err(SessionError::NotFound),
+                UpdateOutcome::VersionMismatch { current } => {
+                    if if_match.is_some() {
+                        return Err(SessionError::PreconditionFailed { current });
+                    }
+                }
+            }
+        }
+        Err(SessionError::Contention)
+    }
+
+    /// Issues a new token for the session `token` belongs to. The old token is dead once this
+    /// returns; of two racing rotations with the same token, one wins and the other gets
+    /// [`SessionError::Unauthenticated`].
+    pub async fn rotate(&self, token: &Token) -> Result<Issued, SessionError> {
+        let fresh = Token::new_secret_for(token.session_id().clone())?;
+        let now = self.clock.now();
+        let outcome = self
+            .store
+            .rotate(
+                token.session_id(),
+                &token.secret_hash(),
+                &fresh.secret_hash(),
+                now,
+            )
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated(record) => Ok(Issued {
+                token: fresh,
+                record,
+                evicted: Vec::new(),
+            }),
+            RotateOutcome::Stale | RotateOutcome::NotFound => Err(SessionError::Unauthenticated),
+        }
+    }
+
+    /// Ends one session. Returns whether it existed.
+    pub async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError> {
+        Ok(self.store.delete(id, self.clock.now()).await?)
+    }
+
+    /// A user's live sessions, newest activity first.
+    pub async fn list(&self, user: &UserId) -> Result<Vec<SessionRecord>, SessionError> {
+        let mut sessions = self.store.list_user(user, self.clock.now()).await?;
+        sessions.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+        Ok(sessions)
+    }
+
+    /// Ends every session of a user except `except`. Returns how many ended.
+    pub async fn revoke_user(
+        &self,
+        user: &UserId,
+        except: Option<&SessionId>,
+    ) -> Result<u64, SessionError> {
+        Ok(self
+            .store
+            .delete_user(user, except, self.clock.now())
+            .await?)
+    }
+}

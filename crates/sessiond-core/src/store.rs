@@ -1,0 +1,142 @@
+//! The storage contract every engine implements.
+//!
+//! Engines are deliberately simple: they keep records, the per-user index and expiry, and make
+//! each operation atomic. Session logic (token checks, when to touch, merge patch) lives in
+//! [`crate::Sessions`] above them, so every engine behaves the same. Every engine runs the one
+//! conformance suite in `sessiond-testkit`.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::error::StoreError;
+use crate::id::{SessionId, UserId};
+use crate::policy::SessionLimit;
+use crate::record::SessionRecord;
+use crate::time::Timestamp;
+use crate::token::SecretHash;
+
+/// Result of [`SessionStore::create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum CreateOutcome {
+    /// Stored, together with its entry in the user's index.
+    Created {
+        /// Sessions of the same user ended to make room under the cap.
+        evicted: Vec<SessionId>,
+    },
+    /// A record with this id already exists; nothing was written.
+    IdTaken,
+    /// The user is at the cap and the limit says reject; nothing was written.
+    AtCapacity,
+}
+
+/// Result of [`SessionStore::update_data`].
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum UpdateOutcome {
+    /// Written; the record as it now is.
+    Updated(SessionRecord),
+    /// The stored version differs from the expected one; nothing was written.
+    VersionMismatch {
+        /// The stored version.
+        current: u64,
+    },
+    /// No live session with this id.
+    NotFound,
+}
+
+/// Result of [`SessionStore::rotate`].
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum RotateOutcome {
+    /// The secret hash was replaced; the record as it now is.
+    Rotated(SessionRecord),
+    /// The stored hash is not the expected one (another rotation won); nothing was written.
+    Stale,
+    /// No live session with this id.
+    NotFound,
+}
+
+/// A session storage engine.
+///
+/// Callers pass `now` to every operation that depends on time; engines never consult a clock
+/// for expiry decisions, so all engines agree on when a session ends. Every read returns only
+/// records that are live at `now` ([`SessionRecord::is_live`]); every write to a session that
+/// is not live behaves as if it did not exist. No operation may bring back a deleted session.
+#[async_trait]
+pub trait SessionStore: Debug + Send + Sync + 'static {
+    /// Stores a new record and indexes it under its user, atomically, enforcing `limit` over
+    /// the user's live sessions. Must not overwrite an existing record with the same id.
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: SessionLimit,
+        now: Timestamp,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// The live record with this id, if any.
+    async fn load(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records activity at `at` (never moving it backwards) and extends the engine's own expiry
+    /// to match. Returns `false`, writing nothing, when no live session has this id.
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Compare-and-set of `user_data`: writes it and increments `version` only if the stored
+    /// version is `expected_version`.
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        expected_version: u64,
+        user_data: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome, StoreError>;
+
+    /// Compare-and-set of the secret hash: replaces `expected` by `replacement`, so of two
+    /// racing rotations exactly one succeeds and the old token is dead once this returns.
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        expected: &SecretHash,
+        replacement: &SecretHash,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// Deletes a session and its index entry. Returns whether a session live at `now` was
+    /// removed (an expired record is removed too, but reported as absent).
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// The user's live sessions, in no particular order. Index entries of expired or missing
+    /// sessions met on the way may be pruned.
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Deletes every session of the user but `except`, and returns how many live sessions were
+    /// removed. Sessions created after the call started may survive; none created before it.
+    async fn delete_user(
+        &self,
+        user: &UserId,
+        except: Option<&SessionId>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Number of stored sessions, including expired ones not yet reclaimed (for metrics).
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Checks that the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Flushes and releases resources at shutdown. Later calls may fail with
+    /// [`StoreError::Unavailable`].
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! sessiond's default engine: sessions on disk inside the process, on [redb].
+//!
+//! `sessiond serve` with no Redis configured serves from this store. Every write that the API
+//! acknowledges is committed with fsync first, so a session acknowledged before a `kill -9` is
+//! there after the restart. Touches (activity records) are the exception: they are committed
+//! without fsync and made durable by the next durable commit or by the flusher within
+//! [`EmbeddedOptions::flush_interval`]; losing one only makes `lastActivity` slightly older.
+//!
+//! # Layout
+//!
+//! - [`tables`](crate::tables): the table definitions and the record encoding (the on-disk
+//!   format; `docs/design.md` describes it).
+//! - [`ops`](crate::ops): each store operation as one redb transaction.
+//! - [`background`](crate::background): the expiry sweeper and the touch flusher, owned by a
+//!   guard that stops them on drop.
+//!
+//! redb is synchronous; every call runs on tokio's blocking pool so the async runtime never
+//! waits on disk.
+//!
+//! [redb]: https://docs.rs/redb
+
+mod background;
+mod ops;
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sessiond_core::{
+    CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord, SessionStore,
+    StoreError, Timestamp, UpdateOutcome, UserId,
+};
+
+use crate::background::BackgroundTasks;
+
+/// The file inside the data directory that holds the database.
+pub const DATABASE_FILE: &str = "sessions.redb";
+
+/// Tuning of the embedded engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedOptions {
+    /// How often expired sessions are reclaimed from disk. Expired sessions are never served
+    /// in between; this only bounds how long they take space.
+    pub sweep_interval: Duration,
+    /// Longest time a touch may stay without fsync.
+    pub flush_interval: Duration,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            sweep_interval: Duration::from_secs(30),
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened (locked by another process, corrupt, unreadable).
+    #[error("cannot open session database {path}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// State shared by the store handle and its background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The open database. redb serialises writers itself; readers never block.
+    pub(crate) db: redb::Database,
+    /// Set by [`SessionStore::close`]; later operations fail as unavailable.
+    pub(crate) closed: AtomicBool,
+    /// Whether a touch has been committed without fsync since the last durable commit.
+    pub(crate) unflushed: AtomicBool,
+}
+
+/// The embedded session store.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    /// Stops the sweeper and the flusher when the store is dropped.
+    _background: BackgroundTasks,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`. Must be called inside a tokio runtime, which
+    /// runs the background sweeper.
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let db = tables::open(&path).map_err(|source| OpenError::Database {
+            path: path.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            db,
+            closed: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+        });
+        let background = BackgroundTasks::start(shared.clone(), &options);
+        Ok(EmbeddedStore {
+            shared,
+            path,
+            _background: background,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reclaims sessions expired at `now` and returns how many were removed. The background
+    /// sweeper calls this on its own; it is public for operators and tests.
+    pub async fn sweep(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.blocking(move |s| ops::sweep(s, now)).await
+    }
+
+    /// Runs `f` on the blocking pool against the open database.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::unavailable("the embedded store is closed"));
+        }
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(StoreError::internal)?
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: SessionLimit,
+        now: Timestamp,
+    ) -> Result<CreateOutcome, StoreError> {
+        let record = record.clone();
+        self.blocking(move |s| ops::create(s, &record, limit, now))
+            .await
+    }
+
+    async fn load(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let id = id.clone();
+        self.blocking(move |s| ops::load(s, &id, now)).await
+    }
+
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.blocking(move |s| ops::touch(s, &id, at)).await
+    }
+
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        expected_version: u64,
+        user_data: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let (id, data) = (id.clone(), user_data.clone());
+        self.blocking(move |s| ops::update_data(s, &id, expected_version, data, now))
+            .await
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        expected: &SecretHash,
+        replacement: &SecretHash,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError> {
+        let (id, expected, replacement) = (id.clone(), expected.clone(), replacement.clone());
+        self.blocking(move |s| ops::rotate(s, &id, &expected, replacement, now))
+            .await
+    }
+
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.blocking(move |s| ops::delete(s, &id, now)).await
+    }
+
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let user = user.clone();
+        self.blocking(move |s| ops::list_user(s, &user, now)).await
+    }
+
+    async fn delete_user(
+        &self,
+        user: &UserId,
+        except: Option<&SessionId>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (user, except) = (user.clone(), except.cloned());
+        self.blocking(move |s| ops::delete_user(s, &user, except.as_ref(), now))
+            .await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.blocking(ops::count).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(ops::ping).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let result = self.blocking(ops::flush).await;
+        self.shared.closed.store(true, Ordering::Release);
+        result
+    }
+}

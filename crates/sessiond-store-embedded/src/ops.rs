@@ -1,0 +1,365 @@
+//! Each store operation as one redb transaction: all of its reads and writes commit together
+//! or not at all, which is what makes create + index, revoke-all and compare-and-set atomic.
+
+use redb::{
+    Durability, MultimapTable, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, Table, WriteTransaction,
+};
+use serde_json::{Map, Value};
+use sessiond_core::{
+    AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
+    StoreError, Timestamp, UpdateOutcome, UserId,
+};
+use std::sync::atomic::Ordering;
+
+use crate::Shared;
+use crate::tables::{BY_USER, EXPIRY, SESSIONS, decode, encode};
+
+/// Most expired sessions reclaimed in one sweep transaction, so a sweep never holds the write
+/// lock long enough to delay API writes noticeably.
+const SWEEP_BATCH: usize = 1_000;
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::internal(e.into())
+}
+
+/// The three tables, open inside one write transaction.
+struct Tables<'txn> {
+    sessions: Table<'txn, &'static str, &'static [u8]>,
+    by_user: MultimapTable<'txn, &'static str, &'static str>,
+    expiry: Table<'txn, (u64, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            sessions: txn.open_table(SESSIONS).map_err(db_err)?,
+            by_user: txn.open_multimap_table(BY_USER).map_err(db_err)?,
+            expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        match self.sessions.get(id).map_err(db_err)? {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a record. `previous` is the stored version, if any, whose expiry entry moves.
+    fn put(
+        &mut self,
+        record: &SessionRecord,
+        previous: Option<&SessionRecord>,
+    ) -> Result<(), StoreError> {
+        let id = record.id.as_str();
+        let expires = record.expires_at().as_millis();
+        match previous {
+            Some(prev) if prev.expires_at().as_millis() == expires => {}
+            Some(prev) => {
+                self.expiry
+                    .remove((prev.expires_at().as_millis(), id))
+                    .map_err(db_err)?;
+                self.expiry.insert((expires, id), ()).map_err(db_err)?;
+            }
+            None => {
+                self.expiry.insert((expires, id), ()).map_err(db_err)?;
+                self.by_user
+                    .insert(record.user_id.as_str(), id)
+                    .map_err(db_err)?;
+            }
+        }
+        self.sessions
+            .insert(id, encode(record)?.as_slice())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes a record with its index and expiry entries.
+    fn remove(&mut self, record: &SessionRecord) -> Result<(), StoreError> {
+        let id = record.id.as_str();
+        self.sessions.remove(id).map_err(db_err)?;
+        self.by_user
+            .remove(record.user_id.as_str(), id)
+            .map_err(db_err)?;
+        self.expiry
+            .remove((record.expires_at().as_millis(), id))
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn user_session_ids(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self.by_user.get(user).map_err(db_err)? {
+            ids.push(entry.map_err(db_err)?.value().to_owned());
+        }
+        Ok(ids)
+    }
+}
+
+/// Runs `f` in a write transaction with fsync on commit. `f` returns the result and whether
+/// it wrote anything (a transaction that wrote nothing is aborted, costing no fsync).
+fn write<T>(
+    shared: &Shared,
+    durability: Durability,
+    f: impl FnOnce(&mut Tables<'_>) -> Result<(T, bool), StoreError>,
+) -> Result<T, StoreError> {
+    let mut txn = shared.db.begin_write().map_err(db_err)?;
+    txn.set_durability(durability)
+        .map_err(StoreError::internal)?;
+    let (result, wrote) = {
+        let mut tables = Tables::open(&txn)?;
+        f(&mut tables)?
+    };
+    if wrote {
+        txn.commit().map_err(db_err)?;
+        match durability {
+            Durability::None => shared.unflushed.store(true, Ordering::Release),
+            // A durable commit persists every earlier non-durable one too.
+            _ => shared.unflushed.store(false, Ordering::Release),
+        }
+    } else {
+        txn.abort().map_err(db_err)?;
+    }
+    Ok(result)
+}
+
+pub(crate) fn create(
+    shared: &Shared,
+    record: &SessionRecord,
+    limit: SessionLimit,
+    now: Timestamp,
+) -> Result<CreateOutcome, StoreError> {
+    write(shared, Durability::Immediate, |t| {
+        if t.get(record.id.as_str())?.is_some() {
+            return Ok((CreateOutcome::IdTaken, false));
+        }
+        let mut evicted = Vec::new();
+        if let Some(max) = limit.max_per_user {
+            // Prune the user's index of dead entries while counting the live ones.
+            let mut live = Vec::new();
+            for id in t.user_session_ids(record.user_id.as_str())? {
+                match t.get(&id)? {
+                    Some(r) if r.is_live(now) => live.push(r),
+                    Some(r) => t.remove(&r)?,
+                    None => {
+                        t.by_user
+                            .remove(record.user_id.as_str(), id.as_str())
+                            .map_err(db_err)?;
+                    }
+                }
+            }
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            if live.len() >= max {
+                if limit.at_cap == AtCap::Reject {
+                    return Ok((CreateOutcome::AtCapacity, false));
+                }
+                live.sort_by_key(|r| (r.last_activity, r.created_at));
+                for old in live.iter().take(live.len() + 1 - max.max(1)) {
+                    t.remove(old)?;
+                    evicted.push(old.id.clone());
+                }
+            }
+        }
+        t.put(record, None)?;
+        Ok((CreateOutcome::Created { evicted }, true))
+    })
+}
+
+pub(crate) fn load(
+    shared: &Shared,
+    id: &SessionId,
+    now: Timestamp,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let txn = shared.db.begin_read().map_err(db_err)?;
+    let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    let record = match sessions.get(id.as_str()).map_err(db_err)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => return Ok(None),
+    };
+    Ok(record.is_live(now).then_some(record))
+}
+
+pub(crate) fn touch(shared: &Shared, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+    write(shared, Durability::None, |t| match t.get(id.as_str())? {
+        Some(r) if r.is_live(at) => {
+            let touched = r.clone().touched(at);
+            t.put(&touched, Some(&r))?;
+            Ok((true, true))
+        }
+        _ => Ok((false, false)),
+    })
+}
+
+pub(crate) fn update_data(
+    shared: &Shared,
+    id: &SessionId,
+    expected_version: u64,
+    user_data: Map<String, Value>,
+    now: Timestamp,
+) -> Result<UpdateOutcome, StoreError> {
+    write(shared, Durability::Immediate, |t| {
+        match t.get(id.as_str())? {
+            Some(r) if r.is_live(now) => {
+                if r.version != expected_version {
+                    return Ok((UpdateOutcome::VersionMismatch { current: r.version }, false));
+                }
+                let mut updated = r.clone();
+                updated.user_data = user_data;
+                updated.version = r.version.saturating_add(1);
+                t.put(&updated, Some(&r))?;
+                Ok((UpdateOutcome::Updated(updated), true))
+            }
+            _ => Ok((UpdateOutcome::NotFound, false)),
+        }
+    })
+}
+
+pub(crate) fn rotate(
+    shared: &Shared,
+    id: &SessionId,
+    expected: &SecretHash,
+    replacement: SecretHash,
+    now: Timestamp,
+) -> Result<RotateOutcome, StoreError> {
+    write(shared, Durability::Immediate, |t| {
+        match t.get(id.as_str())? {
+            Some(r) if r.is_live(now) => {
+                if !r.secret_hash.ct_matches(expected) {
+                    return Ok((RotateOutcome::Stale, false));
+                }
+                let mut rotated = r.clone();
+                rotated.secret_hash = replacement;
+                t.put(&rotated, Some(&r))?;
+                Ok((RotateOutcome::Rotated(rotated), true))
+            }
+            _ => Ok((RotateOutcome::NotFound, false)),
+        }
+    })
+}
+
+pub(crate) fn delete(shared: &Shared, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+    write(shared, Durability::Immediate, |t| {
+        match t.get(id.as_str())? {
+            Some(r) => {
+                t.remove(&r)?;
+                Ok((r.is_live(now), true))
+            }
+            None => Ok((false, false)),
+        }
+    })
+}
+
+pub(crate) fn list_user(
+    shared: &Shared,
+    user: &UserId,
+    now: Timestamp,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    let txn = shared.db.begin_read().map_err(db_err)?;
+    let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+    let by_user = txn.open_multimap_table(BY_USER).map_err(db_err)?;
+    let mut out = Vec::new();
+    for entry in by_user.get(user.as_str()).map_err(db_err)? {
+        let entry = entry.map_err(db_err)?;
+        if let Some(bytes) = sessions.get(entry.value()).map_err(db_err)? {
+            let record = decode(bytes.value())?;
+            if record.is_live(now) {
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn delete_user(
+    shared: &Shared,
+    user: &UserId,
+    except: Option<&SessionId>,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    write(shared, Durability::Immediate, |t| {
+        let mut revoked = 0u64;
+        let mut wrote = false;
+        for id in t.user_session_ids(user.as_str())? {
+            if except.is_some_and(|keep| keep.as_str() == id) {
+                continue;
+            }
+            wrote = true;
+            match t.get(&id)? {
+                Some(r) => {
+                    t.remove(&r)?;
+                    revoked += u64::from(r.is_live(now));
+                }
+                None => {
+                    t.by_user
+                        .remove(user.as_str(), id.as_str())
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        Ok((revoked, wrote))
+    })
+}
+
+pub(crate) fn count(shared: &Shared) -> Result<u64, StoreError> {
+    let txn = shared.db.begin_read().map_err(db_err)?;
+    txn.open_table(SESSIONS)
+        .map_err(db_err)?
+        .len()
+        .map_err(db_err)
+}
+
+pub(crate) fn ping(shared: &Shared) -> Result<(), StoreError> {
+    shared.db.begin_read().map(drop).map_err(db_err)
+}
+
+/// Makes every earlier non-durable commit durable.
+pub(crate) fn flush(shared: &Shared) -> Result<(), StoreError> {
+    if shared.unflushed.swap(false, Ordering::AcqRel) {
+        let txn = shared.db.begin_write().map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Reclaims up to [`SWEEP_BATCH`] sessions per transaction until none expired at `now` remain.
+pub(crate) fn sweep(shared: &Shared, now: Timestamp) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let removed = write(shared, Durability::Immediate, |t| {
+            let mut due = Vec::new();
+            for entry in t
+                .expiry
+                .range::<(u64, &str)>(..(now.as_millis(), ""))
+                .map_err(db_err)?
+            {
+                let (key, _) = entry.map_err(db_err)?;
+                let (at, id) = key.value();
+                due.push((at, id.to_owned()));
+                if due.len() == SWEEP_BATCH {
+                    break;
+                }
+            }
+            let mut removed = 0u64;
+            for (at, id) in &due {
+                match t.get(id)? {
+                    Some(r) if !r.is_live(now) => {
+                        t.remove(&r)?;
+                        removed += 1;
+                    }
+                    // A live record's current expiry entry is a different key; this one is
+                    // stale (it should not exist, but never let it pin the sweeper).
+                    _ => {
+                        t.expiry.remove((*at, id.as_str())).map_err(db_err)?;
+                    }
+                }
+            }
+            let more = due.len() == SWEEP_BATCH;
+            Ok(((removed, more), !due.is_empty()))
+        })?;
+        total += removed.0;
+        if !removed.1 {
+            return Ok(total);
+        }
+    }
+}
