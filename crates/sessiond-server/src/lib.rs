@@ -1,1 +1,107 @@
-//! stub
+//! The sessiond HTTP service: configuration, the v1 API of API.md, errors, metrics, serving.
+//!
+//! The binary parses flags, sets up logging and binds the listener; everything else starts
+//! at [`run`].
+//!
+//! # Layout
+//!
+//! - [`config`]: the typed, layered, validated [`Config`].
+//! - [`api_keys`]: backend API keys, held as digests and compared in constant time.
+//! - [`state`]: [`AppState`], what every handler shares.
+//! - [`app`]: the router and the layers every request passes (timeouts, limits, headers).
+//! - [`routes`]: the handlers, one module per kind of caller.
+//! - [`extract`]: credentials and bodies, shape-checked before any store access.
+//! - [`document`]: the JSON shapes of the API.
+//! - [`error`]: [`ApiError`], the single mapping to problem+json answers.
+//! - [`metrics`]: every exported metric, and the request-tracking middleware.
+//! - [`instrumented`]: a store wrapper that times store operations.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
+//! - [`serve`]: the accept loop with connection limits and graceful shutdown.
+
+pub mod api_keys;
+pub mod app;
+pub mod config;
+pub mod document;
+pub mod error;
+pub mod extract;
+pub mod instrumented;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod serve;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sessiond_core::{SessionStore, Sessions, SystemClock};
+use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
+use tokio::net::TcpListener;
+
+pub use app::app;
+pub use config::Config;
+pub use error::ApiError;
+pub use state::{App, AppState};
+
+/// Opens the configured store, serves the API on `listener` until `shutdown` completes, then
+/// drains in-flight requests and closes the store cleanly.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let options = EmbeddedOptions {
+        sweep_interval: config.embedded.sweep_interval,
+        ..EmbeddedOptions::default()
+    };
+    let engine: Arc<dyn SessionStore> = Arc::new(
+        EmbeddedStore::open(&config.data_dir, options)
+            .context("opening the embedded session store")?,
+    );
+    let store = Arc::new(instrumented::InstrumentedStore::new(
+        engine.clone(),
+        metrics.clone(),
+    ));
+    let api_keys = match &config.api_keys {
+        Some(list) => api_keys::ApiKeys::from_config(&list.keys())
+            .map_err(|reason| anyhow::anyhow!("api_keys: {reason}"))?,
+        None => {
+            let (keys, path) = api_keys::ApiKeys::load_or_generate(&config.data_dir)
+                .context("preparing the generated API key")?;
+            tracing::info!(
+                path = %path.display(),
+                "SESSIOND_API_KEYS is not set: backends authenticate with the key in this file"
+            );
+            keys
+        }
+    };
+    let sessions = Sessions::new(store, config.policy(), Arc::new(SystemClock));
+    let state = AppState(Arc::new(App {
+        sessions,
+        api_keys,
+        metrics,
+        request_timeout: config.limits.request_timeout,
+    }));
+    let router = app(state, config.limits.max_body_bytes);
+    tracing::info!(
+        listen = %listener.local_addr().context("reading the listener's address")?,
+        store = "embedded",
+        data_dir = %config.data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "sessiond is serving"
+    );
+    serve::serve(
+        listener,
+        router,
+        &config.limits,
+        shutdown,
+        config.shutdown_timeout,
+    )
+    .await
+    .context("serving HTTP")?;
+    engine.close().await.context("closing the session store")?;
+    tracing::info!("sessiond stopped");
+    Ok(())
+}

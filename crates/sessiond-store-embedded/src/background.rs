@@ -1,9 +1,14 @@
 //! Work the embedded store does on its own: reclaiming expired sessions and flushing touches.
 //!
-//! Both loops belong to [`BackgroundTasks`]; dropping it (with the store) stops them, so a
-//! store never outlives its owner through a stray task.
+//! Both loops belong to [`BackgroundTasks`]; dropping it (with the store) stops them. The
+//! loops hold only a weak reference to the database between runs, so dropping the store
+//! closes the database file (at most after a sweep already running on the blocking pool).
+//!
+//! The sweeper decides expiry with the wall clock, which is also what the service uses in
+//! production; a session is never *served* by that decision, only reclaimed.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use sessiond_core::{Clock, SystemClock};
 use tokio::task::JoinHandle;
@@ -17,16 +22,16 @@ pub(crate) struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    pub(crate) fn start(shared: Arc<Shared>, options: &EmbeddedOptions) -> Self {
+    pub(crate) fn start(shared: &Arc<Shared>, options: &EmbeddedOptions) -> Self {
         let sweeper = {
-            let shared = shared.clone();
+            let weak = Arc::downgrade(shared);
             let period = options.sweep_interval;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let shared = shared.clone();
+                    let Some(shared) = live(&weak) else { return };
                     let now = SystemClock.now();
                     match tokio::task::spawn_blocking(move || ops::sweep(&shared, now)).await {
                         Ok(Ok(0)) => {}
@@ -38,12 +43,13 @@ impl BackgroundTasks {
             })
         };
         let flusher = {
+            let weak = Arc::downgrade(shared);
             let period = options.flush_interval;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 loop {
                     tick.tick().await;
-                    let shared = shared.clone();
+                    let Some(shared) = live(&weak) else { return };
                     match tokio::task::spawn_blocking(move || ops::flush(&shared)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::warn!(error = %e, "flushing touches failed"),
@@ -56,6 +62,11 @@ impl BackgroundTasks {
             tasks: vec![sweeper, flusher],
         }
     }
+}
+
+/// The database, unless the store was dropped or closed.
+fn live(weak: &Weak<Shared>) -> Option<Arc<Shared>> {
+    weak.upgrade().filter(|s| !s.closed.load(Ordering::Acquire))
 }
 
 impl Drop for BackgroundTasks {

@@ -121,7 +121,7 @@ impl EmbeddedStore {
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
         });
-        let background = BackgroundTasks::start(shared.clone(), &options);
+        let background = BackgroundTasks::start(&shared, &options);
         Ok(EmbeddedStore {
             shared,
             path,

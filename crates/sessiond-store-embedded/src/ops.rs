@@ -328,11 +328,9 @@ pub(crate) fn sweep(shared: &Shared, now: Timestamp) -> Result<u64, StoreError> 
     loop {
         let removed = write(shared, Durability::Immediate, |t| {
             let mut due = Vec::new();
-            for entry in t
-                .expiry
-                .range::<(u64, &str)>(..(now.as_millis(), ""))
-                .map_err(db_err)?
-            {
+            // Every entry with expires-at <= now: a session is expired at its expiry instant.
+            let bound = (now.as_millis().saturating_add(1), "");
+            for entry in t.expiry.range::<(u64, &str)>(..bound).map_err(db_err)? {
                 let (key, _) = entry.map_err(db_err)?;
                 let (at, id) = key.value();
                 due.push((at, id.to_owned()));

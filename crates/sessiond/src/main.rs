@@ -1,1 +1,43 @@
-fn main() {}
+//! `sessiond`: the session service of web and mobile apps.
+//!
+//! This binary stays thin: it parses the command line, sets up logging, binds the listener
+//! and hands over to `sessiond_server::run`.
+
+mod logging;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// sessiond keeps the login sessions of web and mobile apps: it creates a session when a user
+/// logs in, answers "is this token a live session, and whose?" for every request through the
+/// gateway, and revokes sessions at logout, password change or account lock.
+#[derive(Debug, Parser)]
+#[command(name = "sessiond", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (on the embedded store unless Redis is configured).
+    Serve(serve::Opts),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(opts) => serve::run(opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,129 @@
+//! The router: every route of API.md, and the layers every request passes.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::error::{ApiError, PROBLEM_JSON, problem};
+use crate::routes::{backend, holder, operations};
+use crate::state::AppState;
+
+/// Every route template, as metric labels (static, so labelling a request allocates nothing).
+const ROUTES: &[&str] = &[
+    "/v1/auth",
+    "/v1/session",
+    "/v1/session/rotate",
+    "/v1/sessions",
+    "/v1/sessions/{sessionId}",
+    "/v1/users/{userId}/sessions",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// The static label of a matched route template.
+pub(crate) fn route_label(template: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| **r == template)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The whole HTTP API over `state`.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/auth", get(holder::forward_auth))
+        .route(
+            "/v1/session",
+            get(holder::read)
+                .patch(holder::patch)
+                .delete(holder::logout),
+        )
+        .route("/v1/session/rotate", post(holder::rotate))
+        .route("/v1/sessions", post(backend::create))
+        .route(
+            "/v1/sessions/{sessionId}",
+            get(backend::read)
+                .patch(backend::patch)
+                .delete(backend::revoke),
+        )
+        .route(
+            "/v1/users/{userId}/sessions",
+            get(backend::list_user).delete(backend::revoke_user),
+        )
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
+        .route("/openapi.json", get(operations::openapi))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_http,
+        ))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        .layer(middleware::from_fn(harden))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Answers 503 when a request takes longer than the configured limit, so no request (and no
+/// shutdown waiting for it) can hang on a store that stopped answering.
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Headers every answer carries, and problem+json for every error, including those produced
+/// outside our handlers (405 from routing, 413 from body limits).
+async fn harden(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+        if !is_problem {
+            let mut replacement = problem(status, generic_detail(status));
+            for (name, value) in response.headers() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    replacement
+                        .headers_mut()
+                        .append(name.clone(), value.clone());
+                }
+            }
+            response = replacement;
+        }
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn generic_detail(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed here; see the Allow header.",
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is larger than the limit.",
+        StatusCode::NOT_FOUND => "No resource at this address.",
+        StatusCode::BAD_REQUEST => "The request is malformed.",
+        _ => "The request could not be processed.",
+    }
+}

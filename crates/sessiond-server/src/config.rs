@@ -1,0 +1,524 @@
+//! One typed configuration, loaded in layers and validated once at start-up.
+//!
+//! Layers, each overriding the one before: built-in defaults → a TOML file (`--config` or
+//! `SESSIOND_CONFIG`) → `SESSIOND_*` environment variables (`__` separates sections, e.g.
+//! `SESSIOND_SESSION__IDLE_TIMEOUT=30m`) → command-line flags. Unknown keys and bad values
+//! stop start-up with a message that names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sessiond_core::{AtCap, DataLimits, Policy, SessionLimit};
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_FILE_ENV: &str = "SESSIOND_CONFIG";
+
+/// The whole configuration of a sessiond process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store (and of the generated API key).
+    pub data_dir: PathBuf,
+    /// Keys accepted in `X-Api-Key`, as plain keys or `sha256:<hex>` digests. Unset: a key is
+    /// generated into `<data_dir>/api-key` (mode 0600) on first start.
+    pub api_keys: Option<ApiKeyList>,
+    /// Redis URL; selects the Redis engine instead of the embedded store.
+    pub redis_url: Option<String>,
+    /// Where Redis reads go (`primary` or `replica`).
+    pub redis_read_from: Option<String>,
+    /// Log output.
+    pub log: LogConfig,
+    /// Session rules.
+    pub session: SessionConfig,
+    /// Bounds on what clients may send.
+    pub limits: LimitsConfig,
+    /// Embedded store tuning.
+    pub embedded: EmbeddedConfig,
+    /// Longest wait for in-flight requests at shutdown.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
+            data_dir: PathBuf::from("./sessiond-data"),
+            api_keys: None,
+            redis_url: None,
+            redis_read_from: None,
+            log: LogConfig::default(),
+            session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `sessiond=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines, coloured when writing to a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Session rules (see `Policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Sliding idle timeout.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Absolute lifetime.
+    #[serde(with = "duration")]
+    pub absolute_timeout: Duration,
+    /// Activity is written at most once per this interval.
+    #[serde(with = "duration")]
+    pub touch_interval: Duration,
+    /// Smallest `ttlSeconds` accepted (smaller requests are raised to it).
+    #[serde(with = "duration")]
+    pub min_ttl: Duration,
+    /// Most live sessions per user; 0 for no cap.
+    pub max_per_user: u32,
+    /// At the cap: `evict-oldest` or `reject`.
+    pub at_cap: AtCap,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        SessionConfig {
+            idle_timeout: p.idle_timeout,
+            absolute_timeout: p.absolute_timeout,
+            touch_interval: p.touch_interval,
+            min_ttl: p.min_ttl,
+            max_per_user: p.limit.max_per_user.unwrap_or(0),
+            at_cap: p.limit.at_cap,
+        }
+    }
+}
+
+/// Bounds on client input and on time spent per request and connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest stored `userData` in bytes (413 beyond).
+    pub max_user_data_bytes: usize,
+    /// Largest stored `metadata` in bytes (413 beyond).
+    pub max_metadata_bytes: usize,
+    /// Deepest nesting of stored JSON (400 beyond).
+    pub max_json_depth: usize,
+    /// Largest request head (request line and headers) in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 beyond).
+    pub max_headers: usize,
+    /// Longest a request may take end to end before it is answered 503.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request head; also closes keep-alive connections
+    /// that stay idle this long.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Most open client connections; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = DataLimits::default();
+        LimitsConfig {
+            max_body_bytes: 64 * 1024,
+            max_user_data_bytes: d.max_user_data_bytes,
+            max_metadata_bytes: d.max_metadata_bytes,
+            max_json_depth: d.max_depth,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Embedded store tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// How often expired sessions are reclaimed from disk.
+    #[serde(with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// API keys as configured: a comma-separated string (the form `SESSIOND_API_KEYS` takes) or a
+/// TOML list.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ApiKeyList {
+    /// `key1,key2`.
+    Joined(String),
+    /// `["key1", "key2"]`.
+    List(Vec<String>),
+}
+
+impl ApiKeyList {
+    /// The individual keys, trimmed, empty entries dropped.
+    pub fn keys(&self) -> Vec<String> {
+        let raw: Vec<&str> = match self {
+            ApiKeyList::Joined(s) => s.split(',').collect(),
+            ApiKeyList::List(v) => v.iter().map(String::as_str).collect(),
+        };
+        raw.into_iter()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeyList(<{} redacted>)", self.keys().len())
+    }
+}
+
+impl Serialize for ApiKeyList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.keys().serialize(s)
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`, as `log.format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogOverride>,
+}
+
+/// `--log-format` in the shape of [`LogConfig`].
+#[derive(Debug, Clone, Serialize)]
+pub struct LogOverride {
+    /// The format.
+    pub format: LogFormat,
+}
+
+/// Configuration could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A key has a value of the wrong type, or is unknown (the message names it and its source).
+    #[error(transparent)]
+    Load(#[from] Box<figment::Error>),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The offending key, as written in the TOML file.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given, else `$SESSIOND_CONFIG` if set), then the
+    /// process environment, then `overrides`; then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        Self::from_figment(&Self::figment(
+            file.as_deref(),
+            Env::prefixed("SESSIOND_"),
+            overrides,
+        ))
+    }
+
+    /// The layered sources, with `env` as the environment layer (tests pass their own).
+    pub fn figment(file: Option<&Path>, env: Env, overrides: &Overrides) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(env.ignore(&["config"]).split("__"))
+            .merge(Serialized::defaults(overrides))
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(fig: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        let s = &self.session;
+        if s.idle_timeout < Duration::from_secs(1) {
+            return invalid("session.idle_timeout", "must be at least 1s");
+        }
+        if s.absolute_timeout < s.idle_timeout {
+            return invalid(
+                "session.absolute_timeout",
+                "must not be shorter than session.idle_timeout",
+            );
+        }
+        if s.min_ttl.is_zero() || s.min_ttl > s.absolute_timeout {
+            return invalid(
+                "session.min_ttl",
+                "must be between 1ms and session.absolute_timeout",
+            );
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            return invalid("limits.max_body_bytes", "must be at least 1024");
+        }
+        if l.max_header_bytes < 8192 {
+            return invalid("limits.max_header_bytes", "must be at least 8192");
+        }
+        if l.max_headers == 0 {
+            return invalid("limits.max_headers", "must be at least 1");
+        }
+        if l.max_json_depth == 0 || l.max_json_depth > 64 {
+            return invalid("limits.max_json_depth", "must be between 1 and 64");
+        }
+        if l.request_timeout.is_zero() || l.header_read_timeout.is_zero() {
+            return invalid(
+                "limits.request_timeout",
+                "timeouts must be greater than zero",
+            );
+        }
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.embedded.sweep_interval.is_zero() {
+            return invalid("embedded.sweep_interval", "must be greater than zero");
+        }
+        if self.redis_url.is_some() {
+            return invalid(
+                "redis_url",
+                "the Redis engine is not available in this build yet; unset SESSIOND_REDIS_URL to use the embedded store",
+            );
+        }
+        if let Some(keys) = &self.api_keys {
+            let keys = keys.keys();
+            if keys.is_empty() {
+                return invalid("api_keys", "is set but holds no key");
+            }
+            for key in &keys {
+                crate::api_keys::ApiKeys::parse_one(key).map_err(|reason| {
+                    ConfigError::Invalid {
+                        key: "api_keys",
+                        reason,
+                    }
+                })?;
+            }
+        }
+        tracing_subscriber_filter_check(&self.log.level).map_err(|reason| {
+            ConfigError::Invalid {
+                key: "log.level",
+                reason,
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The session policy this configuration describes.
+    pub fn policy(&self) -> Policy {
+        let s = &self.session;
+        let l = &self.limits;
+        Policy {
+            idle_timeout: s.idle_timeout,
+            absolute_timeout: s.absolute_timeout,
+            touch_interval: s.touch_interval,
+            min_ttl: s.min_ttl,
+            limit: SessionLimit {
+                max_per_user: (s.max_per_user > 0).then_some(s.max_per_user),
+                at_cap: s.at_cap,
+            },
+            data: DataLimits {
+                max_user_data_bytes: l.max_user_data_bytes,
+                max_metadata_bytes: l.max_metadata_bytes,
+                max_depth: l.max_json_depth,
+            },
+        }
+    }
+}
+
+/// Log filter syntax is checked where logging is set up (the binary); here only emptiness.
+fn tracing_subscriber_filter_check(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Durations as either whole seconds (`30`) or human-readable text (`30s`, `24h`, `500ms`).
+pub(crate) mod duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format_args!(
+                    "`{t}` is not a duration ({e}); write e.g. 30s, 15m, 24h or a number of seconds"
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[allow(clippy::result_large_err)] // figment's own error type, in a test helper
+    fn load_with(env: &[(&str, &str)], toml: Option<&str>) -> Result<Config, ConfigError> {
+        let mut result = None;
+        Jail::expect_with(|jail| {
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            let file = toml.map(|t| {
+                jail.create_file("sessiond.toml", t)
+                    .map(|_| PathBuf::from("sessiond.toml"))
+            });
+            let file = file.transpose()?;
+            result = Some(Config::from_figment(&Config::figment(
+                file.as_deref(),
+                Env::prefixed("SESSIOND_"),
+                &Overrides::default(),
+            )));
+            Ok(())
+        });
+        result.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_with(&[], None).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7480");
+    }
+
+    #[test]
+    fn env_names_of_the_contract() {
+        let c = load_with(
+            &[
+                ("SESSIOND_LISTEN", "0.0.0.0:9000"),
+                ("SESSIOND_DATA_DIR", "/tmp/x"),
+                (
+                    "SESSIOND_API_KEYS",
+                    "first-key-0123456789,second-key-0123456789",
+                ),
+                ("SESSIOND_SESSION__IDLE_TIMEOUT", "30m"),
+                ("SESSIOND_SESSION__TOUCH_INTERVAL", "5"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.api_keys.unwrap().keys().len(), 2);
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.session.touch_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn file_then_env() {
+        let c = load_with(
+            &[("SESSIOND_SESSION__MAX_PER_USER", "7")],
+            Some("[session]\nmax_per_user = 3\nat_cap = \"reject\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.session.max_per_user, 7);
+        assert_eq!(c.session.at_cap, AtCap::Reject);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load_with(&[("SESSIOND_SESSION__IDLE_TIMEOUT", "soon")], None).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("idle_timeout"), "{e}");
+        let e = load_with(&[("SESSIOND_LISTEN", "nowhere")], None).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("listen"), "{e}");
+        let e = load_with(&[("SESSIOND_SESION__IDLE_TIMEOUT", "1h")], None).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("sesion"), "{e}");
+        let e = load_with(&[("SESSIOND_API_KEYS", "short")], None).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("api_keys"), "{e}");
+        let e = load_with(&[("SESSIOND_SESSION__ABSOLUTE_TIMEOUT", "1m")], None).unwrap_err();
+        assert!(
+            e.to_string()
+                .to_lowercase()
+                .contains("session.absolute_timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn api_keys_never_printed() {
+        let list = ApiKeyList::Joined("secret-key-0123456789".into());
+        assert!(!format!("{list:?}").contains("secret"));
+    }
+}

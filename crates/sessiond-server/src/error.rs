@@ -1,0 +1,250 @@
+//! The one mapping from failures to HTTP answers: `application/problem+json` (RFC 9457).
+//!
+//! Bodies are safe for clients: a fixed title per kind, a detail that never contains a token,
+//! a stack trace or an internal error message. The internal cause is logged here, with its
+//! whole chain, and never sent. A store that cannot be reached is `503`, never `500`.
+
+use std::fmt::Write as _;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sessiond_core::json::DataError;
+use sessiond_core::{SessionError, StoreError};
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Missing, malformed, expired or revoked credential: one answer for all.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Malformed input; the detail says what to fix.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No such live session.
+    #[error("not found")]
+    NotFound,
+    /// `If-Match` is stale.
+    #[error("precondition failed")]
+    PreconditionFailed {
+        /// The current version.
+        current: u64,
+    },
+    /// Too large; the detail names the limit.
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    /// Body is not JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The request conflicts with the state (the per-user cap in reject mode).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot be reached or timed out: retry later.
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    /// The request took longer than the configured limit.
+    #[error("request timed out")]
+    Timeout,
+    /// Anything else. Fails closed.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// For `GET /v1/auth`, which may answer only 200, 401 or 503 (a gateway turns anything
+    /// else into an error page): everything that is not "no session" fails closed as 503.
+    pub fn for_forward_auth(self) -> ApiError {
+        match self {
+            ApiError::Unauthorized | ApiError::Unavailable(_) | ApiError::Timeout => self,
+            ApiError::BadRequest(_) | ApiError::NotFound => ApiError::Unauthorized,
+            other => {
+                log_internal(&other);
+                ApiError::Timeout
+            }
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Unauthorized => {
+                "A valid session token or API key is required for this request.".into()
+            }
+            ApiError::BadRequest(d) | ApiError::PayloadTooLarge(d) | ApiError::Conflict(d) => {
+                d.clone()
+            }
+            ApiError::NotFound => "No live session or resource at this address.".into(),
+            ApiError::PreconditionFailed { current } => {
+                format!("The session is at version {current}; re-read it and retry.")
+            }
+            ApiError::UnsupportedMediaType => {
+                "The request body must be JSON, sent with Content-Type: application/json.".into()
+            }
+            ApiError::Unavailable(_) => {
+                "The session store cannot be reached; retry shortly.".into()
+            }
+            ApiError::Timeout => "The request could not be completed in time; retry.".into(),
+            ApiError::Internal(_) => "An internal error occurred.".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+/// A problem+json response for `status` with `detail`.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let slug = problem_slug(status);
+    let body = Problem {
+        r#type: &slug,
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// The `type` URI of a problem: stable per status, documented in the OpenAPI document.
+fn problem_slug(status: StatusCode) -> String {
+    let mut s = String::from("urn:sessiond:problem:");
+    for c in status.canonical_reason().unwrap_or("error").chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        log_internal(&self);
+        let mut response = problem(self.status(), &self.detail());
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn log_internal(e: &ApiError) {
+    match e {
+        ApiError::Internal(_) => tracing::error!(error = %chain(e), "request failed"),
+        ApiError::Unavailable(_) => tracing::warn!(error = %chain(e), "session store unavailable"),
+        _ => {}
+    }
+}
+
+/// An error with all its causes, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        let _ = write!(s, ": {cause}");
+        cur = cause.source();
+    }
+    s
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        if e.is_too_large() {
+            ApiError::PayloadTooLarge(e.to_string())
+        } else {
+            ApiError::BadRequest(e.to_string())
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unauthenticated => ApiError::Unauthorized,
+            SessionError::NotFound => ApiError::NotFound,
+            SessionError::PreconditionFailed { current } => {
+                ApiError::PreconditionFailed { current }
+            }
+            SessionError::AtCapacity => ApiError::Conflict(
+                "The user already has the maximum number of live sessions.".into(),
+            ),
+            SessionError::InvalidData(d) => d.into(),
+            SessionError::Contention => {
+                ApiError::Conflict("The session was changed concurrently too often; retry.".into())
+            }
+            SessionError::Store(s) => s.into(),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            problem_slug(StatusCode::UNAUTHORIZED),
+            "urn:sessiond:problem:unauthorized"
+        );
+        assert_eq!(
+            problem_slug(StatusCode::PAYLOAD_TOO_LARGE),
+            "urn:sessiond:problem:payload-too-large"
+        );
+    }
+
+    #[test]
+    fn forward_auth_answers_only_401_or_503() {
+        for e in [
+            ApiError::BadRequest("x".into()),
+            ApiError::NotFound,
+            ApiError::Internal("boom".into()),
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::Conflict("x".into()),
+        ] {
+            let s = e.for_forward_auth().status();
+            assert!(s == StatusCode::UNAUTHORIZED || s == StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+}

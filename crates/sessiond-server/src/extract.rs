@@ -1,0 +1,265 @@
+//! Reading credentials and bodies off requests, with our error shape for every rejection.
+//!
+//! Tokens are taken only from `Authorization: Bearer` and the session cookie, never from the
+//! URL. Their shape is checked here, before any store access: a malformed token costs nothing.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+use sessiond_core::Token;
+
+use crate::error::ApiError;
+
+/// The cookie sessiond sets by default.
+pub const SESSION_COOKIE: &str = "__Host-sid";
+/// A second cookie name accepted, for apps that cannot use the `__Host-` prefix.
+pub const LEGACY_SESSION_COOKIE: &str = "sid";
+/// Header of trusted backends.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// How a token holder presented its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The session cookie.
+    Cookie,
+}
+
+/// The token presented with a request, shape-checked.
+///
+/// Refused with `401`, identically for every cause: no credential, a malformed one, two
+/// `Authorization` headers, an unknown scheme, or a bearer token and a cookie that differ
+/// (RFC 6750 §2: a client must use one method).
+pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), ApiError> {
+    let mut candidates: Vec<(&[u8], Transport)> = Vec::new();
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    if let Some(value) = auth.next() {
+        if auth.next().is_some() {
+            return Err(ApiError::Unauthorized);
+        }
+        candidates.push((bearer_token(value.as_bytes())?, Transport::Bearer));
+    }
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (name, val) = (&pair[..eq], &pair[eq + 1..]);
+            if name == SESSION_COOKIE.as_bytes() || name == LEGACY_SESSION_COOKIE.as_bytes() {
+                candidates.push((val, Transport::Cookie));
+            }
+        }
+    }
+    let (value, transport) = *candidates.first().ok_or(ApiError::Unauthorized)?;
+    if candidates.iter().any(|(other, _)| *other != value) {
+        return Err(ApiError::Unauthorized);
+    }
+    let text = std::str::from_utf8(value).map_err(|_| ApiError::Unauthorized)?;
+    let token = Token::parse(text).map_err(|_| ApiError::Unauthorized)?;
+    Ok((token, transport))
+}
+
+/// The credential of `Authorization: Bearer <token>`: the scheme is case-insensitive
+/// (RFC 9110 §11.1) and may be followed by several spaces (RFC 6750 §2.1).
+fn bearer_token(value: &[u8]) -> Result<&[u8], ApiError> {
+    let space = value
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ApiError::Unauthorized)?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(ApiError::Unauthorized);
+    }
+    let credential = rest.trim_ascii_start();
+    if credential.is_empty() || credential.contains(&b' ') {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(credential)
+}
+
+/// The `X-Api-Key` of a request, if exactly one was sent.
+pub fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(API_KEY_HEADER).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first.as_bytes())
+}
+
+/// `If-Match: "<version>"`. `*` or no header means "any version". A bare number is accepted
+/// too; weak tags are refused, as RFC 9110 §13.1.1 requires strong comparison.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let bad = || ApiError::BadRequest("If-Match must be one version, written \"3\".".into());
+    let mut values = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let digits = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits.parse().map(Some).map_err(|_| bad())
+}
+
+/// A JSON request body: `Content-Type: application/json` required (415 otherwise), size
+/// bounded by the router's body limit (413), parsed with serde_json's recursion limit on (400).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("The request body is larger than the limit.".into())
+            } else {
+                ApiError::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a body, turning serde's message into a client-facing detail.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("recursion limit") {
+            ApiError::BadRequest("The JSON body is nested too deeply.".into())
+        } else {
+            ApiError::BadRequest(format!("Invalid JSON body: {msg}"))
+        }
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let essence = text.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_cookie() {
+        let t = Token::generate().unwrap().expose();
+        for (h, want) in [
+            (
+                vec![("authorization", format!("Bearer {t}"))],
+                Transport::Bearer,
+            ),
+            (
+                vec![("authorization", format!("bearer   {t}"))],
+                Transport::Bearer,
+            ),
+            (
+                vec![("authorization", format!("BEARER {t}"))],
+                Transport::Bearer,
+            ),
+            (
+                vec![("cookie", format!("a=b; __Host-sid={t}; c=d"))],
+                Transport::Cookie,
+            ),
+            (vec![("cookie", format!("sid={t}"))], Transport::Cookie),
+            (
+                vec![
+                    ("authorization", format!("Bearer {t}")),
+                    ("cookie", format!("sid={t}")),
+                ],
+                Transport::Bearer,
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (tok, transport) = session_token(&headers(&pairs)).unwrap();
+            assert_eq!(tok.expose(), t);
+            assert_eq!(transport, want);
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let t = Token::generate().unwrap().expose();
+        let u = Token::generate().unwrap().expose();
+        let cases: Vec<Vec<(&str, String)>> = vec![
+            vec![],
+            vec![("authorization", String::new())],
+            vec![("authorization", "Bearer".into())],
+            vec![("authorization", "Bearer ".into())],
+            vec![("authorization", format!("Basic {t}"))],
+            vec![("authorization", format!("Bearer {t} x"))],
+            vec![
+                ("authorization", format!("Bearer {t}")),
+                ("authorization", format!("Bearer {t}")),
+            ],
+            vec![
+                ("authorization", format!("Bearer {t}")),
+                ("cookie", format!("sid={u}")),
+            ],
+            vec![("cookie", format!("sid={t}; __Host-sid={u}"))],
+            vec![("cookie", "sid=".into())],
+            vec![("authorization", format!("Bearer {}", &t[1..]))],
+        ];
+        for case in cases {
+            let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert!(session_token(&headers(&pairs)).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn if_match_forms() {
+        assert_eq!(if_match(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            if_match(&headers(&[("if-match", "\"3\"")])).unwrap(),
+            Some(3)
+        );
+        assert_eq!(if_match(&headers(&[("if-match", "3")])).unwrap(), Some(3));
+        assert_eq!(if_match(&headers(&[("if-match", "*")])).unwrap(), None);
+        for bad in [
+            "W/\"3\"",
+            "\"\"",
+            "\"x\"",
+            "\"99999999999999999999999\"",
+            "\"1\", \"2\"",
+        ] {
+            assert!(if_match(&headers(&[("if-match", bad)])).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Endpoints of trusted backends (`X-Api-Key`): create sessions at login, read, patch and
+//! revoke any session, list and revoke a user's sessions.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sessiond_core::{NewSession, SessionId, UserId};
+
+use crate::document::{
+    CreateSession, IssuedSession, PatchSession, ProblemDocument, Revoked, SessionDocument,
+    SessionList,
+};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, api_key, if_match};
+use crate::routes::{json, session_response};
+use crate::state::AppState;
+
+/// Refuses the request unless it carries one of the configured API keys.
+fn require_backend(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match api_key(headers) {
+        Some(key) if state.api_keys.accepts(key) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).map_err(|e| ApiError::BadRequest(format!("sessionId: {e}")))
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Path segments that fail to decode are a client error in our shape, not axum's.
+fn path_param(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    p.map(|Path(s)| s)
+        .map_err(|_| ApiError::BadRequest("Malformed path parameter.".into()))
+}
+
+/// Creates a session for a user the backend has authenticated.
+#[utoipa::path(
+    post, path = "/v1/sessions", tag = "backend",
+    security(("api_key" = [])),
+    request_body(content = CreateSession, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The session and its token (shown once)", body = IssuedSession,
+            headers(("Location" = String, description = "/v1/sessions/{sessionId}"))),
+        (status = 400, description = "Malformed body or userId", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The user is at the session cap and the cap rejects", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body, userData or metadata too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be reached", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<CreateSession>, ApiError>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let JsonBody(body) = body?;
+    let ttl = match body.ttl_seconds {
+        Some(0) => {
+            return Err(ApiError::BadRequest(
+                "ttlSeconds must be at least 1.".into(),
+            ));
+        }
+        Some(s) => Some(Duration::from_secs(s)),
+        None => None,
+    };
+    let new = NewSession {
+        user_id: user_id(&body.user_id)?,
+        user_data: body.user_data.map(|o| o.0).unwrap_or_default(),
+        metadata: body.metadata.map(|o| o.0).unwrap_or_default(),
+        ttl,
+    };
+    let issued = state.sessions.create(new).await?;
+    state.metrics.event("created");
+    for old in &issued.evicted {
+        state.metrics.event("evicted");
+        tracing::info!(event = "session.evicted", session_id = %old, user_id = ?issued.record.user_id.as_str(), "session ended by the per-user cap");
+    }
+    tracing::info!(event = "session.created", session_id = %issued.record.id, user_id = ?issued.record.user_id.as_str(), "session created");
+    let mut r = json(
+        StatusCode::CREATED,
+        &IssuedSession {
+            token: issued.token.expose(),
+            session: SessionDocument::from(&issued.record),
+        },
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/sessions/{}", issued.record.id)) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+/// Reads any session without recording activity.
+#[utoipa::path(
+    get, path = "/v1/sessions/{sessionId}", tag = "backend",
+    security(("api_key" = [])),
+    params(("sessionId" = String, Path, description = "Public session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionDocument),
+        (status = 400, description = "Malformed session id", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No live session with this id", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let id = session_id(&path_param(id)?)?;
+    let record = state.sessions.get(&id).await?;
+    Ok(session_response(StatusCode::OK, &record))
+}
+
+/// JSON Merge Patch of any session's `userData`.
+#[utoipa::path(
+    patch, path = "/v1/sessions/{sessionId}", tag = "backend",
+    security(("api_key" = [])),
+    params(
+        ("sessionId" = String, Path, description = "Public session id"),
+        ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+    ),
+    request_body(content = PatchSession, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The patched session", body = SessionDocument),
+        (status = 400, description = "Malformed id, patch or If-Match", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No live session with this id", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is not the current version", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Result<JsonBody<PatchSession>, ApiError>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let id = session_id(&path_param(id)?)?;
+    let JsonBody(body) = body?;
+    let expected = if_match(&headers)?;
+    let record = match body.user_data.0 {
+        Some(patch) => state.sessions.patch(&id, &patch, expected).await?,
+        None => state.sessions.get(&id).await?,
+    };
+    Ok(session_response(StatusCode::OK, &record))
+}
+
+/// Ends one session.
+#[utoipa::path(
+    delete, path = "/v1/sessions/{sessionId}", tag = "backend",
+    security(("api_key" = [])),
+    params(("sessionId" = String, Path, description = "Public session id")),
+    responses(
+        (status = 204, description = "The session is gone"),
+        (status = 400, description = "Malformed session id", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No live session with this id", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let id = session_id(&path_param(id)?)?;
+    if !state.sessions.revoke(&id).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.metrics.event("revoked");
+    tracing::info!(event = "session.revoked", session_id = %id, "session revoked by a backend");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Lists a user's live sessions, newest activity first.
+#[utoipa::path(
+    get, path = "/v1/users/{userId}/sessions", tag = "backend",
+    security(("api_key" = [])),
+    params(("userId" = String, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user's live sessions (empty when none)", body = SessionList),
+        (status = 400, description = "Malformed userId", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let user = user_id(&path_param(user)?)?;
+    let sessions = state.sessions.list(&user).await?;
+    let list = SessionList {
+        sessions: sessions.iter().map(SessionDocument::from).collect(),
+    };
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// Query of revoke-all.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeAllQuery {
+    /// A session to keep (the one the user is using).
+    except: Option<String>,
+    /// Same as `except`.
+    except_session_id: Option<String>,
+}
+
+/// Ends all of a user's sessions, optionally but one.
+#[utoipa::path(
+    delete, path = "/v1/users/{userId}/sessions", tag = "backend",
+    security(("api_key" = [])),
+    params(("userId" = String, Path, description = "The user"), RevokeAllQuery),
+    responses(
+        (status = 200, description = "How many sessions ended", body = Revoked),
+        (status = 400, description = "Malformed userId or except", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<RevokeAllQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let user = user_id(&path_param(user)?)?;
+    let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string.".into()))?;
+    let except = match query
+        .except
+        .as_deref()
+        .or(query.except_session_id.as_deref())
+    {
+        Some(raw) => Some(session_id(raw)?),
+        None => None,
+    };
+    let revoked = state.sessions.revoke_user(&user, except.as_ref()).await?;
+    state.metrics.event("revoked_all");
+    tracing::info!(event = "session.revoked_all", user_id = ?user.as_str(), revoked, kept = ?except.as_ref().map(SessionId::as_str), "user's sessions revoked");
+    Ok(json(StatusCode::OK, &Revoked { revoked }))
+}

@@ -1,0 +1,53 @@
+//! Endpoints for operators and orchestrators; no credential.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::routes::json;
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive")))]
+pub async fn healthz() -> Response {
+    json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers"),
+        (status = 503, description = "The store cannot be reached", body = crate::document::ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.sessions.store().ping().await?;
+    Ok(json(StatusCode::OK, &json!({"status": "ready"})))
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in OpenMetrics text format", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(n) = state.sessions.store().count().await {
+        state
+            .metrics
+            .live_sessions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let mut r = state.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+/// This API's OpenAPI 3.1 document, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    json(StatusCode::OK, &crate::openapi::document())
+}

@@ -1,0 +1,34 @@
+//! Shared state of the HTTP service.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond_core::Sessions;
+
+use crate::api_keys::ApiKeys;
+use crate::metrics::Metrics;
+
+/// Everything a handler needs, shared by all requests.
+#[derive(Debug)]
+pub struct App {
+    /// Session logic over the configured store.
+    pub sessions: Sessions,
+    /// Keys of trusted backends.
+    pub api_keys: ApiKeys,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Longest time a request may take before it is answered 503.
+    pub request_timeout: Duration,
+}
+
+/// Handle to [`App`], cheap to clone into every request.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

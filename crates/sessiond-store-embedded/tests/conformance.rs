@@ -1,0 +1,374 @@
+//! The embedded engine against the store conformance suite, plus what only this engine
+//! promises: durability across a reopen and reclaiming expired sessions with `sweep`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the helpers below fail the test they serve by panicking"
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use serde_json::{Map, Value, json};
+use sessiond_core::{
+    CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord, SessionStore,
+    StoreError, Timestamp, UpdateOutcome, UserId,
+};
+use sessiond_store_embedded::{DATABASE_FILE, EmbeddedOptions, EmbeddedStore, OpenError};
+use sessiond_testkit::conformance::{NO_LIMIT, at, fresh_user, object, record, record_with_idle};
+use tempfile::TempDir;
+
+/// An embedded store in a temporary directory of its own, removed when the store is done.
+#[derive(Debug)]
+struct TempStore {
+    // Declared before the directory so the database is closed before its directory goes.
+    store: EmbeddedStore,
+    _dir: TempDir,
+}
+
+#[async_trait]
+impl SessionStore for TempStore {
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: SessionLimit,
+        now: Timestamp,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.store.create(record, limit, now).await
+    }
+
+    async fn load(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.store.load(id, now).await
+    }
+
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        self.store.touch(id, at).await
+    }
+
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        expected_version: u64,
+        user_data: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome, StoreError> {
+        self.store
+            .update_data(id, expected_version, user_data, now)
+            .await
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        expected: &SecretHash,
+        replacement: &SecretHash,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.store.rotate(id, expected, replacement, now).await
+    }
+
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        self.store.delete(id, now).await
+    }
+
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.store.list_user(user, now).await
+    }
+
+    async fn delete_user(
+        &self,
+        user: &UserId,
+        except: Option<&SessionId>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.store.delete_user(user, except, now).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.store.count().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.store.close().await
+    }
+}
+
+/// A fresh, empty embedded store (the conformance suite's factory).
+async fn embedded() -> Arc<dyn SessionStore> {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = open(dir.path());
+    Arc::new(TempStore { store, _dir: dir })
+}
+
+fn open(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(dir, EmbeddedOptions::default()).expect("open the embedded store")
+}
+
+/// Opens the database in `dir` again after the store that had it open was dropped.
+///
+/// Dropping an `EmbeddedStore` aborts its background tasks, but the runtime drops the aborted
+/// tasks (and their handle on the database) a moment later, and redb refuses a second open
+/// meanwhile (`dropping_the_store_releases_the_database` pins that down). The durability tests
+/// are about what is on disk, so they wait for the release here, briefly and boundedly.
+async fn reopen<T, E: std::fmt::Debug>(
+    dir: &Path,
+    open: impl Fn(&Path) -> Result<T, E>,
+    still_open: impl Fn(&E) -> bool,
+) -> T {
+    const ATTEMPTS: u32 = 500;
+    for _ in 0..ATTEMPTS {
+        match open(dir) {
+            Ok(opened) => return opened,
+            Err(e) if still_open(&e) => {}
+            Err(e) => panic!("reopening {} failed: {e:?}", dir.display()),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the database in {} was never released", dir.display());
+}
+
+async fn reopen_store(dir: &Path) -> EmbeddedStore {
+    reopen(
+        dir,
+        |dir| EmbeddedStore::open(dir, EmbeddedOptions::default()),
+        |e| {
+            matches!(
+                e,
+                OpenError::Database {
+                    source: redb::Error::DatabaseAlreadyOpen,
+                    ..
+                }
+            )
+        },
+    )
+    .await
+}
+
+sessiond_testkit::store_conformance_tests!(embedded);
+
+// ---------------------------------------------------------------------------------------------
+// Embedded only
+
+/// Every acknowledged write is on disk: after the store is dropped and reopened from the same
+/// directory, the session is there as last written, still indexed under its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_reopen() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let user = fresh_user("durable");
+    let rec = record(&user, at(0));
+    let written = {
+        let store = open(dir.path());
+        assert_eq!(
+            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
+            CreateOutcome::Created { evicted: vec![] },
+            "create must succeed"
+        );
+        let data = object(json!({"step": 2}));
+        let UpdateOutcome::Updated(updated) = store
+            .update_data(&rec.id, rec.version, &data, at(10))
+            .await
+            .expect("update_data")
+        else {
+            panic!("update_data with the current version must succeed");
+        };
+        updated
+    };
+
+    let store = reopen_store(dir.path()).await;
+    assert_eq!(
+        store.load(&rec.id, at(20)).await.expect("load"),
+        Some(written),
+        "a session must load after reopen exactly as last written"
+    );
+    let listed: Vec<SessionId> = store
+        .list_user(&user, at(20))
+        .await
+        .expect("list_user")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![rec.id.clone()],
+        "the user index must survive reopen"
+    );
+}
+
+/// Touches skip fsync, but `close` makes them durable, so a clean shutdown loses no activity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_makes_touches_durable() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let rec = record(&fresh_user("durable-touch"), at(0));
+    {
+        let store = open(dir.path());
+        assert_eq!(
+            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
+            CreateOutcome::Created { evicted: vec![] },
+            "create must succeed"
+        );
+        assert!(
+            store.touch(&rec.id, at(5_000)).await.expect("touch"),
+            "touch of a live session must report true"
+        );
+        store.close().await.expect("close");
+    }
+
+    let store = reopen_store(dir.path()).await;
+    let loaded = store
+        .load(&rec.id, at(5_000))
+        .await
+        .expect("load")
+        .expect("the session must load after reopen");
+    assert_eq!(
+        loaded.last_activity,
+        at(5_000),
+        "a touch followed by close must survive reopen"
+    );
+}
+
+/// Dropping the store lets go of its database file at once, so the same process can open it
+/// again right away (a restart in place, a test harness reopening a data directory). The
+/// background tasks hold the database too; they must not outlive the store that owns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_store_releases_the_database() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = open(dir.path());
+    store.ping().await.expect("ping");
+    drop(store);
+    let reopened = EmbeddedStore::open(dir.path(), EmbeddedOptions::default());
+    assert!(
+        reopened.is_ok(),
+        "reopening right after the store is dropped must succeed, got {:?}",
+        reopened.err()
+    );
+}
+
+/// The on-disk `by_user` and `expiry` tables (see `src/tables.rs`), read directly to prove
+/// the sweeper leaves no dangling entries; the store's own API cannot show an index entry
+/// whose record is gone.
+const BY_USER: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("by_user");
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// `sweep` reclaims expired sessions with their index and expiry entries and leaves live ones
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_reclaims_expired_sessions_only() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let user = fresh_user("sweep");
+    let live = record(&user, at(0));
+    let idled = record_with_idle(&user, at(0), 1_000);
+    let ended = SessionRecord {
+        absolute_expires_at: at(2_000),
+        ..record(&user, at(0))
+    };
+    {
+        let store = open(dir.path());
+        for rec in [&live, &idled, &ended] {
+            assert_eq!(
+                store.create(rec, NO_LIMIT, at(0)).await.expect("create"),
+                CreateOutcome::Created { evicted: vec![] },
+                "create must succeed"
+            );
+        }
+        let before = store.count().await.expect("count");
+
+        let now = at(5_000);
+        assert_eq!(
+            store.sweep(now).await.expect("sweep"),
+            2,
+            "sweep must reclaim the idle-expired and the absolutely-expired session"
+        );
+        assert_eq!(
+            store.count().await.expect("count"),
+            before - 2,
+            "the count must drop by the reclaimed sessions"
+        );
+        for rec in [&idled, &ended] {
+            assert_eq!(
+                store.load(&rec.id, at(500)).await.expect("load"),
+                None,
+                "a swept session must be gone, even for a time it was live"
+            );
+        }
+        assert_eq!(
+            store.load(&live.id, now).await.expect("load").as_ref(),
+            Some(&live),
+            "sweep must leave a live session as it was"
+        );
+        assert_eq!(
+            store.sweep(now).await.expect("sweep"),
+            0,
+            "a second sweep at the same time must find nothing"
+        );
+        store.close().await.expect("close");
+    }
+
+    let db = reopen(
+        dir.path(),
+        |dir| redb::Database::open(dir.join(DATABASE_FILE)),
+        |e| matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
+    )
+    .await;
+    let txn = db.begin_read().expect("begin read");
+    let by_user = txn.open_multimap_table(BY_USER).expect("open by_user");
+    let indexed: Vec<String> = by_user
+        .get(user.as_str())
+        .expect("read by_user")
+        .map(|e| e.expect("read by_user entry").value().to_owned())
+        .collect();
+    assert_eq!(
+        indexed,
+        vec![live.id.as_str().to_owned()],
+        "sweep must remove the swept sessions' index entries and keep the live one's"
+    );
+    let expiry = txn.open_table(EXPIRY).expect("open expiry");
+    assert_eq!(
+        expiry.len().expect("count expiry"),
+        1,
+        "sweep must remove the swept sessions' expiry entries and keep the live one's"
+    );
+}
+
+/// A session whose expiry is exactly `now` is expired at `now` (`is_live` is `now <
+/// expires_at`), so `sweep(now)` must reclaim it like any other expired session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_reclaims_session_expiring_exactly_now() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = open(dir.path());
+    let rec = record_with_idle(&fresh_user("sweep-edge"), at(0), 1_000);
+    assert_eq!(
+        store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
+        CreateOutcome::Created { evicted: vec![] },
+        "create must succeed"
+    );
+    assert_eq!(
+        store.load(&rec.id, at(1_000)).await.expect("load"),
+        None,
+        "the session is expired at +1000 ms"
+    );
+    assert_eq!(
+        store.sweep(at(1_000)).await.expect("sweep"),
+        1,
+        "sweep(now) must reclaim a session that expired exactly at now"
+    );
+    assert_eq!(
+        store.count().await.expect("count"),
+        0,
+        "nothing must remain"
+    );
+}
