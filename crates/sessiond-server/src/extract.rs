@@ -23,8 +23,8 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub enum Transport {
     /// `Authorization: Bearer`.
     Bearer,
-    /// The session cookie.
-    Cookie,
+    /// A session cookie, by the name the client used.
+    Cookie(&'static str),
 }
 
 /// The token presented with a request, shape-checked.
@@ -48,8 +48,10 @@ pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), ApiError
                 continue;
             };
             let (name, val) = (&pair[..eq], &pair[eq + 1..]);
-            if name == SESSION_COOKIE.as_bytes() || name == LEGACY_SESSION_COOKIE.as_bytes() {
-                candidates.push((val, Transport::Cookie));
+            if name == SESSION_COOKIE.as_bytes() {
+                candidates.push((val, Transport::Cookie(SESSION_COOKIE)));
+            } else if name == LEGACY_SESSION_COOKIE.as_bytes() {
+                candidates.push((val, Transport::Cookie(LEGACY_SESSION_COOKIE)));
             }
         }
     }
@@ -112,7 +114,8 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     digits.parse().map(Some).map_err(|_| bad())
 }
 
-/// A JSON request body: `Content-Type: application/json` required (415 otherwise), size
+/// A JSON request body: `Content-Type: application/json` (or RFC 7396's
+/// `application/merge-patch+json`) required, 415 otherwise; size
 /// bounded by the router's body limit (413), parsed with serde_json's recursion limit on (400).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -135,6 +138,13 @@ where
                 ApiError::BadRequest("The request body could not be read.".into())
             }
         })?;
+        // Every body of the API is an object. serde would also read a struct from an array of
+        // its fields, so a JSON Patch document (`[{"op": ...}]`) could pass as a merge patch.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "The JSON body must be an object.".into(),
+            ));
+        }
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -160,6 +170,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     };
     let essence = text.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/merge-patch+json")
 }
 
 #[cfg(test)]
@@ -196,9 +207,12 @@ mod tests {
             ),
             (
                 vec![("cookie", format!("a=b; __Host-sid={t}; c=d"))],
-                Transport::Cookie,
+                Transport::Cookie(SESSION_COOKIE),
             ),
-            (vec![("cookie", format!("sid={t}"))], Transport::Cookie),
+            (
+                vec![("cookie", format!("sid={t}"))],
+                Transport::Cookie(LEGACY_SESSION_COOKIE),
+            ),
             (
                 vec![
                     ("authorization", format!("Bearer {t}")),

@@ -7,7 +7,7 @@ use sessiond_core::{SessionError, SessionRecord, Token};
 
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, SESSION_COOKIE, Transport, if_match, session_token};
+use crate::extract::{JsonBody, Transport, if_match, session_token};
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -132,10 +132,11 @@ pub async fn rotate(
             session: SessionDocument::from(&issued.record),
         },
     );
-    if transport == Transport::Cookie {
+    // A browser keeps working with the new token under the cookie name it already uses.
+    if let Transport::Cookie(name) = transport {
         set_cookie(
             &mut r,
-            &format!("{SESSION_COOKIE}={secret}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+            &format!("{name}={secret}; Path=/; Secure; HttpOnly; SameSite=Lax"),
         );
     }
     Ok(r)
@@ -159,10 +160,10 @@ pub async fn logout(
     state.metrics.event("revoked");
     tracing::info!(event = "session.logout", session_id = %record.id, user_id = ?record.user_id.as_str(), "session ended by its holder");
     let mut r = StatusCode::NO_CONTENT.into_response();
-    if transport == Transport::Cookie {
+    if let Transport::Cookie(name) = transport {
         set_cookie(
             &mut r,
-            &format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
+            &format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
         );
     }
     Ok(r)

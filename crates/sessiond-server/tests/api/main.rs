@@ -1,1 +1,25 @@
-//! api
+//! HTTP integration tests of sessiond: every flow of API.md, end to end over real HTTP against
+//! a server started with `sessiond_server::run` on an ephemeral port and a fresh data
+//! directory, plus the bad-input catalogue of RELIABILITY.md (d).
+//!
+//! Every answer is checked for `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`,
+//! and every error for a well-formed `application/problem+json` body (see [`helpers`]).
+//!
+//! - [`holder`]: the token holder's flows (`/v1/auth`, `/v1/session`, rotate, logout, expiry).
+//! - [`backend`]: the trusted backend's flows (create, read, patch, revoke, list, the cap).
+//! - [`credentials`]: refused session tokens and API keys, all answered alike.
+//! - [`bad_input`]: malformed bodies, identifiers, media types, methods and paths.
+//! - [`operations`]: health, readiness, metrics, the OpenAPI document, shutdown.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the helpers outside the #[test] functions fail the test they serve by panicking"
+)]
+
+mod backend;
+mod bad_input;
+mod credentials;
+mod helpers;
+mod holder;
+mod operations;

@@ -1,0 +1,353 @@
+//! Test support: a real sessiond server on an ephemeral port with a data directory of its own,
+//! and request helpers that check, on every answer, what API.md and RELIABILITY.md (d) require
+//! of all answers (`Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and a
+//! well-formed `application/problem+json` body on every error).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use sessiond_core::AtCap;
+use sessiond_server::Config;
+use sessiond_server::config::ApiKeyList;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The backend API key every test server accepts.
+pub(crate) const KEY: &str = "test-backend-key-0123456789abcdef";
+
+/// The media type of every error body.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `Authorization` value for a session token.
+pub(crate) fn auth(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Parses an RFC 3339 UTC time of a session document.
+pub(crate) fn ts(v: &Value) -> OffsetDateTime {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string time: {v}"));
+    assert!(s.ends_with('Z'), "time is not written in UTC: {s}");
+    OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|e| panic!("not RFC 3339: {s}: {e}"))
+}
+
+/// Configures a [`TestApp`] before it starts.
+pub(crate) struct TestAppBuilder {
+    config: Config,
+}
+
+impl TestAppBuilder {
+    /// The default idle timeout of sessions created without `ttlSeconds`.
+    pub(crate) fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.session.idle_timeout = idle;
+        self
+    }
+
+    /// The per-user cap.
+    pub(crate) fn with_max_per_user(mut self, max: u32) -> Self {
+        self.config.session.max_per_user = max;
+        self
+    }
+
+    /// What happens at the per-user cap.
+    pub(crate) fn with_at_cap(mut self, at_cap: AtCap) -> Self {
+        self.config.session.at_cap = at_cap;
+        self
+    }
+
+    /// How stale recorded activity may get before a validation writes it (zero: every
+    /// validation records activity).
+    pub(crate) fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.config.session.touch_interval = interval;
+        self
+    }
+
+    /// The request body limit.
+    pub(crate) fn with_max_body_bytes(mut self, max: usize) -> Self {
+        self.config.limits.max_body_bytes = max;
+        self
+    }
+
+    /// Starts the server.
+    pub(crate) async fn spawn(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mut config = self.config;
+        config.data_dir = dir.path().join("data");
+        config.api_keys = Some(ApiKeyList::Joined(KEY.into()));
+        config.shutdown_timeout = Duration::from_secs(10);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding an ephemeral port");
+        let addr = listener.local_addr().expect("listener address");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(sessiond_server::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let client = Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        let app = TestApp {
+            addr,
+            client,
+            shutdown_tx: Some(tx),
+            task: Some(task),
+            tokens: Mutex::new(Vec::new()),
+            _dir: dir,
+        };
+        // The listener is bound before `run` starts, so requests queue in the backlog; this
+        // one also proves the store opened.
+        app.send(app.req(Method::GET, "/healthz"))
+            .await
+            .expect_status(StatusCode::OK);
+        app
+    }
+}
+
+/// A running sessiond with a fresh store.
+pub(crate) struct TestApp {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// A plain HTTP client.
+    pub(crate) client: Client,
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    tokens: Mutex<Vec<String>>,
+    // Last, so the server's files go only after everything else.
+    _dir: TempDir,
+}
+
+impl TestApp {
+    /// A builder with the default configuration.
+    pub(crate) fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// A server with the default configuration.
+    pub(crate) async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    /// Absolute URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request without any credential.
+    pub(crate) fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request of a trusted backend (`X-Api-Key`).
+    pub(crate) fn backend(&self, method: Method, path: &str) -> RequestBuilder {
+        self.req(method, path).header("x-api-key", KEY)
+    }
+
+    /// A request of a token holder (`Authorization: Bearer`).
+    pub(crate) fn holder(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.req(method, path).header(AUTHORIZATION, auth(token))
+    }
+
+    /// Sends, reads the whole answer, and checks what every answer must carry.
+    pub(crate) async fn send(&self, req: RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request answered");
+        let resp = Resp {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.bytes().await.expect("response body").to_vec(),
+        };
+        resp.check_common();
+        resp
+    }
+
+    /// `POST /v1/sessions` with `body`; records the token of a success.
+    pub(crate) async fn create(&self, body: &Value) -> Resp {
+        let r = self
+            .send(self.backend(Method::POST, "/v1/sessions").json(body))
+            .await;
+        if r.status == StatusCode::CREATED {
+            self.remember(r.json()["token"].as_str().expect("token"));
+        }
+        r
+    }
+
+    /// Creates a session for `user_id`: its token and session document.
+    pub(crate) async fn create_session(&self, user_id: &str) -> (String, Value) {
+        self.create_session_with(&json!({ "userId": user_id }))
+            .await
+    }
+
+    /// Creates a session from a full create body: its token and session document.
+    pub(crate) async fn create_session_with(&self, body: &Value) -> (String, Value) {
+        let r = self.create(body).await.expect_status(StatusCode::CREATED);
+        let mut doc = r.json();
+        let token = doc["token"].as_str().expect("token").to_owned();
+        (token, doc["session"].take())
+    }
+
+    /// `POST /v1/session/rotate` with `token`; records the new token of a success.
+    pub(crate) async fn rotate(&self, token: &str) -> Resp {
+        let r = self
+            .send(self.holder(Method::POST, "/v1/session/rotate", token))
+            .await;
+        if r.status == StatusCode::OK {
+            self.remember(r.json()["token"].as_str().expect("token"));
+        }
+        r
+    }
+
+    /// The status `GET /v1/auth` gives `token`.
+    pub(crate) async fn auth_status(&self, token: &str) -> StatusCode {
+        self.send(self.holder(Method::GET, "/v1/auth", token))
+            .await
+            .status
+    }
+
+    /// `GET /v1/session` with `token`, which must be live: the session document.
+    pub(crate) async fn own_session(&self, token: &str) -> Value {
+        self.send(self.holder(Method::GET, "/v1/session", token))
+            .await
+            .expect_status(StatusCode::OK)
+            .json()
+    }
+
+    /// Validates `token` (which must be live) until its recorded activity is later than
+    /// `after`. Needs a zero touch interval. Times have millisecond resolution, so this
+    /// makes activity order strict without sleeping; it gives up after many tries.
+    pub(crate) async fn touch_until_after(&self, token: &str, after: OffsetDateTime) -> Value {
+        for _ in 0..10_000 {
+            let doc = self.own_session(token).await;
+            if ts(&doc["lastActivity"]) > after {
+                return doc;
+            }
+        }
+        panic!("lastActivity never moved past {after}");
+    }
+
+    /// Every token this server has issued through the helpers.
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        self.tokens.lock().expect("token list").clone()
+    }
+
+    fn remember(&self, token: &str) {
+        self.tokens
+            .lock()
+            .expect("token list")
+            .push(token.to_owned());
+    }
+
+    /// Signals shutdown and waits for `run` to return, which must be `Ok`.
+    pub(crate) async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown_tx.take() {
+            tx.send(())
+                .expect("server still waiting for the shutdown signal");
+        }
+        let task = self.task.take().expect("server task");
+        let result = tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("server stopped within 15 s")
+            .expect("server task did not panic");
+        assert!(result.is_ok(), "run returned an error: {result:?}");
+    }
+}
+
+/// A whole answer.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    /// Status.
+    pub(crate) status: StatusCode,
+    /// Headers.
+    pub(crate) headers: reqwest::header::HeaderMap,
+    /// Body.
+    pub(crate) body: Vec<u8>,
+}
+
+impl Resp {
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub(crate) fn expect_status(self, status: StatusCode) -> Self {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        self
+    }
+
+    /// Asserts an error answer of `status` and returns its problem document (its shape is
+    /// checked for every error by [`TestApp::send`]).
+    #[track_caller]
+    pub(crate) fn problem(self, status: StatusCode) -> Value {
+        self.expect_status(status).json()
+    }
+
+    /// The body as JSON.
+    #[track_caller]
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text, if present once or more (the first value).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("header value is text"))
+    }
+
+    /// What every answer must carry.
+    #[track_caller]
+    fn check_common(&self) {
+        assert_eq!(
+            self.header(CACHE_CONTROL.as_str()),
+            Some("no-store"),
+            "Cache-Control on a {} answer",
+            self.status
+        );
+        assert_eq!(
+            self.header(X_CONTENT_TYPE_OPTIONS.as_str()),
+            Some("nosniff"),
+            "X-Content-Type-Options on a {} answer",
+            self.status
+        );
+        if self.status.is_client_error() || self.status.is_server_error() {
+            assert_eq!(
+                self.header(CONTENT_TYPE.as_str()),
+                Some(PROBLEM_JSON),
+                "content type of a {} answer: {}",
+                self.status,
+                self.text()
+            );
+            let p = self.json();
+            for field in ["type", "title", "detail"] {
+                assert!(
+                    p[field].as_str().is_some_and(|s| !s.is_empty()),
+                    "problem member `{field}` missing or not a string: {p}"
+                );
+            }
+            assert_eq!(
+                p["status"].as_u64(),
+                Some(u64::from(self.status.as_u16())),
+                "problem `status` member: {p}"
+            );
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Operations endpoints and process behaviour: health, readiness, metrics (with no secret in
+//! them), the OpenAPI document, the hardening headers on every kind of answer, and graceful
+//! shutdown.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, IF_MATCH};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{KEY, TestApp};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    app.send(app.req(Method::GET, "/healthz"))
+        .await
+        .expect_status(StatusCode::OK);
+    app.send(app.req(Method::GET, "/readyz"))
+        .await
+        .expect_status(StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_sessions_and_hold_no_secret() {
+    let app = TestApp::spawn().await;
+    let (t1, _) = app.create_session("u1").await;
+    let (t2, _) = app.create_session("u2").await;
+    let rotated = app.rotate(&t2).await.expect_status(StatusCode::OK).json();
+    let t2_new = rotated["token"].as_str().expect("token").to_owned();
+    assert_eq!(app.auth_status(&t1).await, StatusCode::OK);
+    assert_eq!(app.auth_status(&t2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.auth_status(&t2_new).await, StatusCode::OK);
+    app.send(app.holder(Method::GET, "/v1/session", &t1)).await;
+
+    let r = app
+        .send(app.req(Method::GET, "/metrics"))
+        .await
+        .expect_status(StatusCode::OK);
+    let ct = r.header(CONTENT_TYPE.as_str()).expect("content type");
+    assert!(
+        ct.starts_with("text/plain") || ct.starts_with("application/openmetrics-text"),
+        "{ct}"
+    );
+    let text = r.text();
+    let auth_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("sessiond_http_requests_total{") && l.contains("route=\"/v1/auth\"")
+        })
+        .collect();
+    assert!(
+        !auth_lines.is_empty(),
+        "no /v1/auth request counter:\n{text}"
+    );
+    assert!(
+        auth_lines
+            .iter()
+            .any(|l| l.contains("status=\"200\"") && l.ends_with(" 2")),
+        "two successful /v1/auth requests counted: {auth_lines:?}"
+    );
+    assert!(
+        auth_lines.iter().any(|l| l.contains("status=\"401\"")),
+        "{auth_lines:?}"
+    );
+    assert!(
+        text.lines().any(|l| l == "sessiond_live_sessions 2"),
+        "two live sessions:\n{text}"
+    );
+
+    let tokens = app.issued_tokens();
+    assert_eq!(tokens.len(), 3);
+    for token in &tokens {
+        let secret = token.split_once('.').expect("two parts").1;
+        assert!(!text.contains(token.as_str()), "a token in /metrics");
+        assert!(!text.contains(secret), "a token secret in /metrics");
+    }
+    assert!(!text.contains(KEY), "the API key in /metrics");
+    assert!(
+        !text.contains("u1") && !text.contains("sess_"),
+        "no ids as labels"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_path() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .send(app.req(Method::GET, "/openapi.json"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3.1."), "{version}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v1/auth", &["get"][..]),
+        ("/v1/session", &["get", "patch", "delete"][..]),
+        ("/v1/session/rotate", &["post"][..]),
+        ("/v1/sessions", &["post"][..]),
+        ("/v1/sessions/{sessionId}", &["get", "patch", "delete"][..]),
+        ("/v1/users/{userId}/sessions", &["get", "delete"][..]),
+        ("/healthz", &["get"][..]),
+        ("/readyz", &["get"][..]),
+        ("/metrics", &["get"][..]),
+    ] {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
+        for m in methods {
+            assert!(item.get(*m).is_some(), "{m} {path} missing");
+        }
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_answer_carries_the_hardening_headers() {
+    // `TestApp::send` asserts `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`
+    // and, on errors, the problem+json shape; this walks one answer of each status.
+    let app = TestApp::builder()
+        .with_max_per_user(1)
+        .with_at_cap(sessiond_core::AtCap::Reject)
+        .spawn()
+        .await;
+    let (token, session) = app.create_session("u1").await; // 201
+    let id = session["sessionId"].as_str().expect("id");
+    let checks = [
+        (app.req(Method::GET, "/healthz"), StatusCode::OK),
+        (app.req(Method::GET, "/metrics"), StatusCode::OK),
+        (app.req(Method::GET, "/openapi.json"), StatusCode::OK),
+        (app.holder(Method::GET, "/v1/auth", &token), StatusCode::OK),
+        (app.req(Method::GET, "/v1/auth"), StatusCode::UNAUTHORIZED),
+        (
+            app.holder(Method::GET, "/v1/session", &token),
+            StatusCode::OK,
+        ),
+        (
+            app.backend(Method::GET, "/v1/sessions/bad"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.backend(Method::GET, "/v1/sessions/sess_AAAAAAAAAAAAAAAA"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            app.req(Method::PUT, "/v1/session"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            app.backend(Method::POST, "/v1/sessions")
+                .json(&json!({"userId": "u1"})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            app.holder(Method::PATCH, "/v1/session", &token)
+                .header(IF_MATCH, "\"9\"")
+                .json(&json!({"userData": {"a": 1}})),
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (
+            app.holder(Method::PATCH, "/v1/session", &token)
+                .json(&json!({"userData": {"a": "x".repeat(20 * 1024)}})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            app.holder(Method::PATCH, "/v1/session", &token).body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            app.backend(Method::DELETE, &format!("/v1/sessions/{id}")),
+            StatusCode::NO_CONTENT,
+        ),
+    ];
+    for (req, status) in checks {
+        app.send(req).await.expect_status(status);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_stops_serving() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    assert_eq!(app.auth_status(&token).await, StatusCode::OK);
+    let addr = app.addr;
+    app.shutdown().await;
+    let refused =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect attempt finished");
+    assert!(
+        refused.is_err(),
+        "the port still accepts connections after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn independent_servers_share_nothing() {
+    // Two servers have independent stores: a token of one means nothing to the other.
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn().await;
+    let (token, _) = a.create_session("u1").await;
+    assert_eq!(a.auth_status(&token).await, StatusCode::OK);
+    assert_eq!(b.auth_status(&token).await, StatusCode::UNAUTHORIZED);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,0 +1,246 @@
+//! The `sessiond` binary as a user runs it: real processes, real HTTP, real signals.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test on any setup error"
+)]
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cli-test-key-0123456789";
+
+/// A `sessiond serve` child process, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiond"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("SESSIOND_DATA_DIR", data_dir)
+            .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start sessiond");
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "sessiond exited during start-up ({status}):\n{}",
+                    self.output()
+                );
+            }
+            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("sessiond did not start listening within 20 s");
+    }
+
+    /// Everything the process printed (after it exited or was killed).
+    fn output(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn create(client: &reqwest::Client, base: &str, key: &str, user: &str) -> String {
+    let res = client
+        .post(format!("{base}/v1/sessions"))
+        .header("x-api-key", key)
+        .json(&serde_json::json!({"userId": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn auth_status(client: &reqwest::Client, base: &str, token: &str) -> u16 {
+    client
+        .get(format!("{base}/v1/auth"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sessions_acknowledged_before_kill_9_are_valid_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SESSIOND_API_KEYS", KEY)];
+    let client = reqwest::Client::new();
+    let mut server = Server::start(dir.path(), &env);
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        tokens.push(create(&client, &server.base, KEY, &format!("user_{i}")).await);
+    }
+    // SIGKILL: no shutdown path runs, only what was committed before each 201 survives.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = Server::start(dir.path(), &env);
+    for token in &tokens {
+        assert_eq!(auth_status(&client, &server.base, token).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("SESSIOND_API_KEYS", KEY)]);
+    let client = reqwest::Client::new();
+    let token = create(&client, &server.base, KEY, "user_1").await;
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessiond did not exit within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let output = server.output();
+    assert!(status.success(), "exit status {status}:\n{output}");
+    assert!(output.contains("SIGTERM received"), "{output}");
+    assert!(output.contains("sessiond stopped"), "{output}");
+    assert!(!output.contains(&token), "a token reached the log");
+
+    let server = Server::start(dir.path(), &[("SESSIOND_API_KEYS", KEY)]);
+    assert_eq!(auth_status(&client, &server.base, &token).await, 200);
+}
+
+#[tokio::test]
+async fn without_api_keys_a_private_key_file_is_generated() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let path = dir.path().join("api-key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the generated key must be readable by its owner only"
+    );
+    let key = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    let client = reqwest::Client::new();
+    let token = create(&client, &server.base, &key, "user_1").await;
+    assert_eq!(auth_status(&client, &server.base, &token).await, 200);
+    let wrong = client
+        .post(format!("{}/v1/sessions", server.base))
+        .header("x-api-key", "some-other-key-0123456789")
+        .json(&serde_json::json!({"userId": "u"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let output = server.output();
+    assert!(
+        output.contains("api-key"),
+        "start-up must say where the key is:\n{output}"
+    );
+    assert!(
+        !output.contains(&key),
+        "the key itself must never be logged"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, expect) in [
+        ("SESSIOND_SESSION__IDLE_TIMEOUT", "soon", "idle_timeout"),
+        ("SESSIOND_LISTEN", "not-an-address", "listen"),
+        ("SESSIOND_API_KEYS", "short", "api_keys"),
+        ("SESSIOND_LIMITS__MAX_BODY_BYTES", "-5", "max_body_bytes"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .arg("serve")
+            .env_clear()
+            .env("SESSIOND_DATA_DIR", dir.path())
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}={value} must stop start-up");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(stderr.contains(expect), "{name}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let help = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("serve"), "{text}");
+    let version = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let serve_help = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&serve_help.stdout);
+    for flag in ["--config", "--listen", "--data-dir", "--log-format"] {
+        assert!(text.contains(flag), "{flag} missing from serve --help");
+    }
+}
