@@ -1,8 +1,8 @@
 //! Log set-up: readable lines by default (coloured on a terminal), JSON lines by config.
 //!
-//! Log lines never carry a token: handlers log the public session id only. User-supplied
-//! strings are logged with `Debug` formatting, which escapes control characters, so a `\r\n`
-//! in a value cannot forge a second line.
+//! Log lines never carry a token: handlers log the public session id only. User ids are
+//! validated printable ASCII; any other client-supplied string is logged with `Debug`
+//! formatting, which escapes control characters, so a `\r\n` cannot forge a second line.
 
 use std::io::IsTerminal as _;
 

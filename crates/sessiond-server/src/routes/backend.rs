@@ -84,9 +84,9 @@ pub async fn create(
     state.metrics.event("created");
     for old in &issued.evicted {
         state.metrics.event("evicted");
-        tracing::info!(event = "session.evicted", session_id = %old, user_id = ?issued.record.user_id.as_str(), "session ended by the per-user cap");
+        tracing::info!(event = "session.evicted", session_id = %old, user_id = %issued.record.user_id, "session ended by the per-user cap");
     }
-    tracing::info!(event = "session.created", session_id = %issued.record.id, user_id = ?issued.record.user_id.as_str(), "session created");
+    tracing::info!(event = "session.created", session_id = %issued.record.id, user_id = %issued.record.user_id, "session created");
     let mut r = json(
         StatusCode::CREATED,
         &IssuedSession {
@@ -249,6 +249,6 @@ pub async fn revoke_user(
     };
     let revoked = state.sessions.revoke_user(&user, except.as_ref()).await?;
     state.metrics.event("revoked_all");
-    tracing::info!(event = "session.revoked_all", user_id = ?user.as_str(), revoked, kept = ?except.as_ref().map(SessionId::as_str), "user's sessions revoked");
+    tracing::info!(event = "session.revoked_all", user_id = %user, revoked, kept = except.as_ref().map(SessionId::as_str), "user's sessions revoked");
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }

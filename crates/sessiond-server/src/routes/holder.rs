@@ -123,7 +123,7 @@ pub async fn rotate(
     let (_, token, transport) = authenticate(&state, &headers).await?;
     let issued = state.sessions.rotate(&token).await?;
     state.metrics.event("rotated");
-    tracing::info!(event = "session.rotated", session_id = %issued.record.id, user_id = ?issued.record.user_id.as_str(), "session token rotated");
+    tracing::info!(event = "session.rotated", session_id = %issued.record.id, user_id = %issued.record.user_id, "session token rotated");
     let secret = issued.token.expose();
     let mut r = json(
         StatusCode::OK,
@@ -158,7 +158,7 @@ pub async fn logout(
     let (record, _, transport) = authenticate(&state, &headers).await?;
     state.sessions.revoke(&record.id).await?;
     state.metrics.event("revoked");
-    tracing::info!(event = "session.logout", session_id = %record.id, user_id = ?record.user_id.as_str(), "session ended by its holder");
+    tracing::info!(event = "session.logout", session_id = %record.id, user_id = %record.user_id, "session ended by its holder");
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Transport::Cookie(name) = transport {
         set_cookie(
