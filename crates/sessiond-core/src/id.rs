@@ -23,11 +23,14 @@ pub enum IdError {
     InvalidUserId,
 }
 
-/// The public id of a session: `sess_` and 16 base64url characters (96 random bits).
+/// The public id of a session: `sess_` and 16 base64url characters.
 ///
 /// It locates the record and may be shown in a device list or a log line; it is not a
-/// credential. 96 bits keeps collisions negligible at billions of sessions, and a store still
-/// refuses to create over an existing id.
+/// credential. The first two characters are the user's *shard* (12 bits of a hash of the user
+/// id, see [`UserId::shard`]), the other fourteen are random (84 bits, so collisions stay
+/// negligible at billions of sessions; a store still refuses to create over an existing id).
+/// The shard lets an engine put a session next to its user's index knowing only the session
+/// id: Redis Cluster uses it as the hash tag of both keys.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SessionId(String);
@@ -56,13 +59,22 @@ impl SessionId {
         }
     }
 
-    /// Builds an id from fresh random bytes.
-    pub(crate) fn from_random(bytes: &[u8; Self::RANDOM_BYTES]) -> Self {
+    /// Builds an id from fresh random bytes, placed in `shard`.
+    pub(crate) fn from_random(shard: Shard, bytes: &[u8; Self::RANDOM_BYTES]) -> Self {
         use base64::Engine as _;
-        let mut s = String::with_capacity(Self::LEN);
+        let mut s = String::with_capacity(Self::LEN + 2);
         s.push_str(Self::PREFIX);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, &mut s);
+        // 12 random bytes encode to exactly 16 characters; the first two give way to the shard.
+        s.replace_range(Self::PREFIX.len()..Self::PREFIX.len() + 2, shard.as_str());
         SessionId(s)
+    }
+
+    /// The shard this session was placed in (the first two characters after the prefix).
+    pub fn shard(&self) -> Shard {
+        let b = self.0.as_bytes();
+        let p = Self::PREFIX.len();
+        Shard([b[p], b[p + 1]])
     }
 
     /// The id as text.
@@ -129,7 +141,33 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shard of this user's sessions: 12 bits of SHA-256 of the id, as two base64url
+    /// characters. Every session id issued for the user starts with it.
+    pub fn shard(&self) -> Shard {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(self.0.as_bytes());
+        let bits = (u16::from(d[0]) << 4) | (u16::from(d[1]) >> 4);
+        Shard([
+            B64URL[usize::from(bits >> 6)],
+            B64URL[usize::from(bits & 0x3f)],
+        ])
+    }
 }
+
+/// Which of 4096 placement groups a user's sessions belong to (see [`SessionId`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Shard([u8; 2]);
+
+impl Shard {
+    /// The two base64url characters.
+    pub fn as_str(&self) -> &str {
+        // Both bytes come from the base64url alphabet (ASCII), checked when ids are parsed.
+        std::str::from_utf8(&self.0).unwrap_or("AA")
+    }
+}
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 impl TryFrom<String> for UserId {
     type Error = IdError;
@@ -167,7 +205,9 @@ mod tests {
 
     #[test]
     fn session_id_shape() {
-        let id = SessionId::from_random(&[7; 12]);
+        let user = UserId::parse("user_12345").unwrap();
+        let id = SessionId::from_random(user.shard(), &[7; 12]);
+        assert_eq!(id.shard(), user.shard());
         assert_eq!(id.as_str().len(), SessionId::LEN);
         assert_eq!(SessionId::parse(id.as_str()), Ok(id.clone()));
         for bad in [
@@ -185,6 +225,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn shards_spread() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            seen.insert(UserId::parse(&format!("user_{i}")).unwrap().shard());
+        }
+        // 4096 shards; 20k users leave almost none empty.
+        assert!(seen.len() > 4000, "{}", seen.len());
     }
 
     #[test]

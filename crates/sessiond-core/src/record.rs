@@ -81,7 +81,7 @@ mod tests {
     use crate::token::Token;
 
     fn record(last: u64, idle: u64, abs: u64) -> SessionRecord {
-        let t = Token::generate().unwrap();
+        let t = Token::generate(&UserId::parse("u").unwrap()).unwrap();
         SessionRecord {
             id: t.session_id().clone(),
             user_id: UserId::parse("u").unwrap(),

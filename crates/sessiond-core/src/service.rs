@@ -122,7 +122,7 @@ impl Sessions {
         check_object("metadata", &new.metadata, limits.max_metadata_bytes, limits)?;
         let now = self.clock.now();
         let idle = self.policy.idle_timeout_for(new.ttl);
-        let mut token = Token::generate()?;
+        let mut token = Token::generate(&new.user_id)?;
         let mut record = SessionRecord {
             id: token.session_id().clone(),
             user_id: new.user_id,
@@ -137,7 +137,7 @@ impl Sessions {
         };
         for attempt in 0..CREATE_ATTEMPTS {
             if attempt > 0 {
-                token = Token::generate()?;
+                token = Token::generate(&record.user_id)?;
                 record.id = token.session_id().clone();
                 record.secret_hash = token.secret_hash();
             }

@@ -68,7 +68,8 @@ pub enum RotateOutcome {
 #[async_trait]
 pub trait SessionStore: Debug + Send + Sync + 'static {
     /// Stores a new record and indexes it under its user, atomically, enforcing `limit` over
-    /// the user's live sessions. Must not overwrite an existing record with the same id.
+    /// the user's live sessions. Must not overwrite an existing record with the same id. The
+    /// record's id was issued for its user (`Token::generate`), so it is in the user's shard.
     async fn create(
         &self,
         record: &SessionRecord,
@@ -128,8 +129,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
-    /// Number of stored sessions, including expired ones not yet reclaimed (for metrics).
-    async fn count(&self) -> Result<u64, StoreError>;
+    /// Number of stored sessions, including expired ones not yet reclaimed (for metrics), or
+    /// `None` where the engine cannot count without scanning (Redis).
+    async fn count(&self) -> Result<Option<u64>, StoreError>;
 
     /// Checks that the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

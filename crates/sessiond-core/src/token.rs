@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::id::{SessionId, is_base64url};
+use crate::id::{SessionId, UserId, is_base64url};
 
 /// Bytes of randomness in a token's secret.
 pub const SECRET_BYTES: usize = 32;
@@ -48,11 +48,12 @@ pub struct Token {
 }
 
 impl Token {
-    /// A fresh token with a new session id, both from the OS CSPRNG.
-    pub fn generate() -> Result<Self, RandomnessUnavailable> {
+    /// A fresh token for a new session of `user`: the session id placed in the user's shard,
+    /// the rest of the id and the secret from the OS CSPRNG.
+    pub fn generate(user: &UserId) -> Result<Self, RandomnessUnavailable> {
         let mut id = [0u8; SessionId::RANDOM_BYTES];
         getrandom::fill(&mut id).map_err(RandomnessUnavailable)?;
-        Self::new_secret_for(SessionId::from_random(&id))
+        Self::new_secret_for(SessionId::from_random(user.shard(), &id))
     }
 
     /// A fresh secret for an existing session (rotation).
@@ -167,7 +168,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let t = Token::generate().unwrap();
+        let t = Token::generate(&UserId::parse("u").unwrap()).unwrap();
         let text = t.expose();
         assert_eq!(text.len(), TOKEN_LEN);
         let back = Token::parse(&text).unwrap();
@@ -178,7 +179,9 @@ mod tests {
 
     #[test]
     fn rejects_every_other_shape() {
-        let text = Token::generate().unwrap().expose();
+        let text = Token::generate(&UserId::parse("u").unwrap())
+            .unwrap()
+            .expose();
         let cases = [
             String::new(),
             " ".into(),
@@ -199,7 +202,7 @@ mod tests {
     #[test]
     fn one_spelling_per_secret() {
         let zero = Token {
-            id: SessionId::from_random(&[0; 12]),
+            id: SessionId::from_random(UserId::parse("u").unwrap().shard(), &[0; 12]),
             secret: [0; SECRET_BYTES],
         };
         let text = zero.expose();
@@ -212,7 +215,7 @@ mod tests {
 
     #[test]
     fn different_secret_does_not_verify() {
-        let a = Token::generate().unwrap();
+        let a = Token::generate(&UserId::parse("u").unwrap()).unwrap();
         let b = Token::new_secret_for(a.session_id().clone()).unwrap();
         assert!(!a.secret_hash().verify(&b));
     }

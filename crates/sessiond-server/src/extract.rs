@@ -191,7 +191,9 @@ mod tests {
 
     #[test]
     fn bearer_and_cookie() {
-        let t = Token::generate().unwrap().expose();
+        let t = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
+            .unwrap()
+            .expose();
         for (h, want) in [
             (
                 vec![("authorization", format!("Bearer {t}"))],
@@ -230,8 +232,12 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let t = Token::generate().unwrap().expose();
-        let u = Token::generate().unwrap().expose();
+        let t = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
+            .unwrap()
+            .expose();
+        let u = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
+            .unwrap()
+            .expose();
         let cases: Vec<Vec<(&str, String)>> = vec![
             vec![],
             vec![("authorization", String::new())],

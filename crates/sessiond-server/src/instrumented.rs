@@ -119,7 +119,7 @@ impl SessionStore for InstrumentedStore {
         )
     }
 
-    async fn count(&self) -> Result<u64, StoreError> {
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
         timed!(self, "count", self.inner.count())
     }
 

@@ -232,8 +232,8 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        self.blocking(ops::count).await
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        self.blocking(ops::count).await.map(Some)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -19,10 +19,14 @@
 //! - [`conformance`]: the cases, one `pub async fn` each taking the store under test, and the
 //!   helpers that build records at fixed times.
 //! - [`store_conformance_tests!`]: expands to one `#[tokio::test]` per case, named after it.
+//! - [`redis`]: real `redis-server` processes (standalone and Cluster) for tests.
+//! - [`guarded`]: a store that keeps what it runs on (a server, a directory) alive with it.
 //!
 //! [`SessionStore`]: sessiond_core::SessionStore
 
 pub mod conformance;
+pub mod guarded;
+pub mod redis;
 
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` per
 /// conformance case, each named after its case in [`conformance`].

@@ -31,7 +31,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics in OpenMetrics text format", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(n) = state.sessions.store().count().await {
+    if let Ok(Some(n)) = state.sessions.store().count().await {
         state
             .metrics
             .live_sessions

@@ -1,0 +1,368 @@
+//! sessiond's production engine: sessions in Redis, standalone or Cluster.
+//!
+//! One [`RedisStore`] serves every topology through the same key schema and scripts:
+//!
+//! - a validation is one `GET` of the record (the token's session id names the key), and a
+//!   touch (at most once per touch interval) one small script that rewrites 15 bytes in place;
+//! - every key has a native TTL: a record expires with its session, an index with its
+//!   longest-lived entry; nothing relies on keyspace notifications or a cleanup job;
+//! - every multi-key change (create with its index entry and the per-user cap, revoke,
+//!   revoke-all, rotate, compare-and-set patch) is one server-side script, atomic on every
+//!   topology because a record and its user's index share a Cluster hash tag;
+//! - a script that changes a session first checks that it exists and is live, so no write can
+//!   bring back a deleted session.
+//!
+//! # Layout
+//!
+//! - [`connection`]: URL forms, connecting, and the mapping of client errors to store errors.
+//! - `keys`: the key schema.
+//! - `codec`: the record's byte layout, with the fixed header the scripts edit in place.
+//! - `scripts`: the Lua scripts.
+
+pub mod connection;
+
+mod codec;
+mod keys;
+mod scripts;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{AsyncCommands as _, Value};
+use serde_json::{Map, Value as Json};
+use sessiond_core::{
+    AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
+    SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
+};
+
+pub use connection::{ConnectError, Topology};
+
+use crate::codec::{decode, digits15, encode, version_hex};
+use crate::connection::{Connection, store_error};
+use crate::keys::Keys;
+
+/// How many sessions one revoke-all script removes before yielding, so a user with very many
+/// sessions never blocks Redis for long.
+const REVOKE_BATCH: usize = 500;
+
+/// Settings of the Redis engine.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// Where Redis is (see [`Topology::parse`]).
+    pub topology: Topology,
+    /// Prefix of every key sessiond writes, so it can share a Redis with other data.
+    pub key_prefix: String,
+    /// Longest wait for any Redis call; past it the call fails as unavailable (503).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The topology holds URLs, which may hold passwords.
+        f.debug_struct("RedisOptions")
+            .field("topology", &self.topology.kind())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The Redis session store.
+#[derive(Debug)]
+pub struct RedisStore {
+    conn: Connection,
+    keys: Keys,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Connects to the topology in `options`.
+    pub async fn connect(options: &RedisOptions) -> Result<Self, ConnectError> {
+        if options.key_prefix.contains(['{', '}']) {
+            return Err(ConnectError::InvalidUrl(
+                "the key prefix must not contain { or } (they select the Cluster slot)".into(),
+            ));
+        }
+        let conn = Connection::open(&options.topology, options.timeout).await?;
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(&options.key_prefix),
+            timeout: options.timeout,
+        })
+    }
+
+    /// Runs one call with the store's timeout and error mapping.
+    async fn call<T, F>(&self, f: impl FnOnce(Connection) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+            Ok(result) => result.map_err(store_error),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+fn now_arg(t: Timestamp) -> String {
+    digits15(t.as_millis())
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        _ => None,
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::internal("unexpected reply from a sessiond script")
+}
+
+/// Milliseconds from `now` until the session's expiry, at least 1 (Redis refuses 0).
+fn ttl_ms(record: &SessionRecord, now: Timestamp) -> u64 {
+    record
+        .expires_at()
+        .saturating_since(now)
+        .as_millis()
+        .clamp(1, u128::from(u32::MAX) * 1000) as u64
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: SessionLimit,
+        now: Timestamp,
+    ) -> Result<CreateOutcome, StoreError> {
+        let shard = record.user_id.shard();
+        if record.id.shard() != shard {
+            return Err(StoreError::internal(
+                "session id was not issued for its user",
+            ));
+        }
+        let value = encode(record)?;
+        let reply: Vec<Value> = self
+            .call(|mut c| async move {
+                scripts::CREATE
+                    .key(self.keys.record(&record.id))
+                    .key(self.keys.index(&record.user_id))
+                    .arg(value)
+                    .arg(ttl_ms(record, now))
+                    .arg(record.absolute_expires_at.as_millis())
+                    .arg(record.id.as_str())
+                    .arg(now.as_millis())
+                    .arg(limit.max_per_user.unwrap_or(0))
+                    .arg(if limit.at_cap == AtCap::Reject {
+                        "r"
+                    } else {
+                        "e"
+                    })
+                    .arg(self.keys.record_prefix(shard.as_str()))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.first().and_then(int) {
+            Some(0) => Ok(CreateOutcome::IdTaken),
+            Some(2) => Ok(CreateOutcome::AtCapacity),
+            Some(1) => {
+                let evicted = reply[1..]
+                    .iter()
+                    .filter_map(bytes)
+                    .filter_map(|b| std::str::from_utf8(b).ok())
+                    .filter_map(|s| SessionId::parse(s).ok())
+                    .collect();
+                Ok(CreateOutcome::Created { evicted })
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn load(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let key = self.keys.record(id);
+        let value: Option<Vec<u8>> = self.call(|mut c| async move { c.get(key).await }).await?;
+        match value {
+            Some(v) => {
+                let record = decode(id, &v)?;
+                Ok(record.is_live(now).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let reply: i64 = self
+            .call(|mut c| async move {
+                scripts::TOUCH
+                    .key(self.keys.record(id))
+                    .arg(now_arg(at))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(reply == 1)
+    }
+
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        expected_version: u64,
+        user_data: &Map<String, Json>,
+        now: Timestamp,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let data = serde_json::to_vec(user_data).map_err(StoreError::internal)?;
+        let next = expected_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::internal("version overflow"))?;
+        let reply: Vec<Value> = self
+            .call(|mut c| async move {
+                scripts::UPDATE_DATA
+                    .key(self.keys.record(id))
+                    .arg(version_hex(expected_version))
+                    .arg(now.as_millis())
+                    .arg(data)
+                    .arg(version_hex(next))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match (reply.first().and_then(int), reply.get(1).and_then(bytes)) {
+            (Some(0), _) => Ok(UpdateOutcome::NotFound),
+            (Some(2), Some(v)) => {
+                let current = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .ok_or_else(unexpected)?;
+                Ok(UpdateOutcome::VersionMismatch { current })
+            }
+            (Some(1), Some(r)) => Ok(UpdateOutcome::Updated(decode(id, r)?)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        expected: &SecretHash,
+        replacement: &SecretHash,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError> {
+        let reply: Vec<Value> = self
+            .call(|mut c| async move {
+                scripts::ROTATE
+                    .key(self.keys.record(id))
+                    .arg(now.as_millis())
+                    .arg(&expected.as_bytes()[..])
+                    .arg(&replacement.as_bytes()[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match (reply.first().and_then(int), reply.get(1).and_then(bytes)) {
+            (Some(0), _) => Ok(RotateOutcome::NotFound),
+            (Some(2), _) => Ok(RotateOutcome::Stale),
+            (Some(1), Some(r)) => Ok(RotateOutcome::Rotated(decode(id, r)?)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let reply: i64 = self
+            .call(|mut c| async move {
+                scripts::DELETE
+                    .key(self.keys.record(id))
+                    .arg(now.as_millis())
+                    .arg(self.keys.index_prefix(id.shard().as_str()))
+                    .arg(id.as_str())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(reply == 2)
+    }
+
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let reply: Vec<Value> = self
+            .call(|mut c| async move {
+                scripts::LIST_USER
+                    .key(self.keys.index(user))
+                    .arg(now.as_millis())
+                    .arg(self.keys.record_prefix(user.shard().as_str()))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(reply.len() / 2);
+        for pair in reply.chunks_exact(2) {
+            let (Some(id), Some(value)) = (bytes(&pair[0]), bytes(&pair[1])) else {
+                return Err(unexpected());
+            };
+            let id = std::str::from_utf8(id)
+                .ok()
+                .and_then(|s| SessionId::parse(s).ok())
+                .ok_or_else(unexpected)?;
+            let record = decode(&id, value)?;
+            if record.is_live(now) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_user(
+        &self,
+        user: &UserId,
+        except: Option<&SessionId>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let keep = except.map(SessionId::as_str).unwrap_or("");
+        let mut total = 0u64;
+        loop {
+            let reply: Vec<i64> = self
+                .call(|mut c| async move {
+                    scripts::DELETE_USER
+                        .key(self.keys.index(user))
+                        .arg(now.as_millis())
+                        .arg(self.keys.record_prefix(user.shard().as_str()))
+                        .arg(keep)
+                        .arg(REVOKE_BATCH)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let [removed, more] = reply[..] else {
+                return Err(unexpected());
+            };
+            total += u64::try_from(removed).unwrap_or(0);
+            if more == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        // Counting sessions would mean scanning the keyspace; Redis reports key counts itself.
+        Ok(None)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}

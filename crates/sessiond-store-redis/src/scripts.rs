@@ -1,0 +1,200 @@
+//! The server-side scripts that make each multi-step change atomic on every topology.
+//!
+//! Each script reads the record header at fixed offsets (see `codec`; Lua strings are
+//! 1-based, so header bytes 1..16 are `string.sub(h, 2, 16)`). Scripts never build Lua from
+//! input: ids and values arrive as `KEYS`/`ARGV`. Keys a script derives from an index entry
+//! (`ARGV` prefix plus member) share the declared keys' hash tag, so they are in the same
+//! Cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared Lua: whether the header `h` describes a session live at `now`.
+const LIVE: &str = r"
+local function live(h, now)
+  if string.len(h) < 46 then return false end
+  local la = tonumber(string.sub(h, 2, 16))
+  local idle = tonumber(string.sub(h, 17, 31))
+  local abs = tonumber(string.sub(h, 32, 46))
+  return now < math.min(la + idle, abs)
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LIVE}{body}"))
+}
+
+/// Records activity. KEYS: record. ARGV: at (15 digits).
+/// Returns 1 if the session was live at `at`, else 0 (and writes nothing).
+pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local h = redis.call('GETRANGE', KEYS[1], 0, 45)
+local at = tonumber(ARGV[1])
+if not live(h, at) then return 0 end
+local la = tonumber(string.sub(h, 2, 16))
+if at > la then
+  local idle = tonumber(string.sub(h, 17, 31))
+  local abs = tonumber(string.sub(h, 32, 46))
+  redis.call('SETRANGE', KEYS[1], 1, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(at + idle, abs) - at))
+end
+return 1
+",
+    )
+});
+
+/// Creates a session and indexes it, enforcing the per-user cap.
+/// KEYS: record, index. ARGV: record bytes, ttl ms, index score (absolute expiry ms), session
+/// id, now ms, max per user (0: none), at-cap policy (`e` evict oldest, `r` reject), record
+/// key prefix of this shard.
+/// Returns {0} id taken, {2} at capacity, {1, evicted ids...} created.
+pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local now = tonumber(ARGV[5])
+local max = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+local result = {1}
+if max > 0 then
+  local alive = {}
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local key = ARGV[8] .. m
+    local h = redis.call('GETRANGE', key, 0, 45)
+    if live(h, now) then
+      table.insert(alive, {tonumber(string.sub(h, 2, 16)), m})
+    else
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[2], m)
+    end
+  end
+  if #alive >= max then
+    if ARGV[7] == 'r' then return {2} end
+    table.sort(alive, function(a, b)
+      if a[1] == b[1] then return a[2] < b[2] end
+      return a[1] < b[1]
+    end)
+    for i = 1, #alive - max + 1 do
+      redis.call('DEL', ARGV[8] .. alive[i][2])
+      redis.call('ZREM', KEYS[2], alive[i][2])
+      table.insert(result, alive[i][2])
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local ttl = math.max(1, tonumber(top[2]) - now)
+redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
+return result
+",
+    )
+});
+
+/// Compare-and-set of `userData` on `version`. KEYS: record. ARGV: expected version (16 hex),
+/// now ms, new userData JSON, new version (16 hex).
+/// Returns {0} not found, {2, current version} mismatch, {1, new record} updated.
+pub(crate) static UPDATE_DATA: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local r = redis.call('GET', KEYS[1])
+if not r or not live(r, tonumber(ARGV[2])) then return {0} end
+local v = string.sub(r, 47, 62)
+if v ~= ARGV[1] then return {2, v} end
+local ulen = string.byte(r, 103) * 256 + string.byte(r, 104)
+local p = 105 + ulen
+local dlen = ((string.byte(r, p) * 256 + string.byte(r, p + 1)) * 256
+  + string.byte(r, p + 2)) * 256 + string.byte(r, p + 3)
+local n = string.len(ARGV[3])
+local len = string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+  math.floor(n / 256) % 256, n % 256)
+local out = string.sub(r, 1, 46) .. ARGV[4] .. string.sub(r, 63, p - 1) .. len .. ARGV[3]
+  .. string.sub(r, p + 4 + dlen)
+redis.call('SET', KEYS[1], out, 'KEEPTTL')
+return {1, out}
+",
+    )
+});
+
+/// Compare-and-set of the secret hash. KEYS: record. ARGV: now ms, expected hash, new hash.
+/// Returns {0} not found, {2} stale, {1, new record} rotated.
+pub(crate) static ROTATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local h = redis.call('GETRANGE', KEYS[1], 0, 93)
+if not live(h, tonumber(ARGV[1])) then return {0} end
+if string.sub(h, 63, 94) ~= ARGV[2] then return {2} end
+redis.call('SETRANGE', KEYS[1], 62, ARGV[3])
+return {1, redis.call('GET', KEYS[1])}
+",
+    )
+});
+
+/// Deletes a session and its index entry. KEYS: record. ARGV: now ms, index key prefix of
+/// this shard, session id.
+/// Returns 0 absent, 1 removed (was expired), 2 removed (was live).
+pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local r = redis.call('GET', KEYS[1])
+if not r then return 0 end
+local ulen = string.byte(r, 103) * 256 + string.byte(r, 104)
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[2] .. string.sub(r, 105, 104 + ulen), ARGV[3])
+if live(r, tonumber(ARGV[1])) then return 2 end
+return 1
+",
+    )
+});
+
+/// A user's stored records, pruning index entries whose record is gone. KEYS: index.
+/// ARGV: now ms, record key prefix of this shard.
+/// Returns the records (the caller filters by liveness).
+pub(crate) static LIST_USER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local r = redis.call('GET', ARGV[2] .. m)
+  if r then
+    table.insert(out, m)
+    table.insert(out, r)
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return out
+",
+    )
+});
+
+/// Deletes up to a batch of a user's sessions. KEYS: index. ARGV: now ms, record key prefix
+/// of this shard, session id to keep (or empty), batch size.
+/// Returns {live sessions removed, 1 if more remain else 0}.
+pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local now = tonumber(ARGV[1])
+local batch = tonumber(ARGV[4])
+local removed = 0
+local done = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, batch)) do
+  if m ~= ARGV[3] and done < batch then
+    local key = ARGV[2] .. m
+    if live(redis.call('GETRANGE', key, 0, 45), now) then removed = removed + 1 end
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], m)
+    done = done + 1
+  end
+end
+local left = redis.call('ZCARD', KEYS[1])
+if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[3]) then left = left - 1 end
+local more = 0
+if left > 0 then more = 1 end
+return {removed, more}
+",
+    )
+});
