@@ -29,9 +29,11 @@ pub struct Config {
     /// generated into `<data_dir>/api-key` (mode 0600) on first start.
     pub api_keys: Option<ApiKeyList>,
     /// Redis URL; selects the Redis engine instead of the embedded store.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// Where Redis reads go (`primary` or `replica`).
     pub redis_read_from: Option<String>,
+    /// Redis engine tuning.
+    pub redis: RedisConfig,
     /// Log output.
     pub log: LogConfig,
     /// Session rules.
@@ -53,6 +55,7 @@ impl Default for Config {
             api_keys: None,
             redis_url: None,
             redis_read_from: None,
+            redis: RedisConfig::default(),
             log: LogConfig::default(),
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
@@ -167,6 +170,38 @@ impl Default for LimitsConfig {
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+        }
+    }
+}
+
+/// A Redis URL. It may hold a password, so `Debug` shows only its scheme.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
+        write!(f, "RedisUrl({scheme}://<redacted>)")
+    }
+}
+
+/// Redis engine tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Prefix of every key sessiond writes.
+    pub key_prefix: String,
+    /// Longest wait for a Redis call before the request fails with 503.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            key_prefix: "sd:".into(),
+            timeout: Duration::from_secs(1),
         }
     }
 }

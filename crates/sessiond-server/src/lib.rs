@@ -37,6 +37,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use sessiond_core::{SessionStore, Sessions, SystemClock};
 use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
+use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use tokio::net::TcpListener;
 
 pub use app::app;
@@ -44,7 +45,7 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::{App, AppState};
 
-/// Opens the configured store, serves the API on `listener` until `shutdown` completes, then
+/// Opens the configured store (Redis when `redis_url` is set, else the embedded store), serves the API on `listener` until `shutdown` completes, then
 /// drains in-flight requests and closes the store cleanly.
 pub async fn run(
     config: Config,
@@ -56,10 +57,26 @@ pub async fn run(
         sweep_interval: config.embedded.sweep_interval,
         ..EmbeddedOptions::default()
     };
-    let engine: Arc<dyn SessionStore> = Arc::new(
-        EmbeddedStore::open(&config.data_dir, options)
-            .context("opening the embedded session store")?,
-    );
+    let (engine, engine_name): (Arc<dyn SessionStore>, &'static str) = match &config.redis_url {
+        Some(url) => {
+            let topology = Topology::parse(&url.0)?;
+            let kind = topology.kind();
+            let options = RedisOptions {
+                topology,
+                key_prefix: config.redis.key_prefix.clone(),
+                timeout: config.redis.timeout,
+            };
+            let store = RedisStore::connect(&options)
+                .await
+                .context("connecting to Redis")?;
+            (Arc::new(store), kind)
+        }
+        None => {
+            let store = EmbeddedStore::open(&config.data_dir, options)
+                .context("opening the embedded session store")?;
+            (Arc::new(store), "embedded")
+        }
+    };
     let store = Arc::new(instrumented::InstrumentedStore::new(
         engine.clone(),
         metrics.clone(),
@@ -82,12 +99,13 @@ pub async fn run(
         sessions,
         api_keys,
         metrics,
+        engine: engine_name,
         request_timeout: config.limits.request_timeout,
     }));
     let router = app(state, config.limits.max_body_bytes);
     tracing::info!(
         listen = %listener.local_addr().context("reading the listener's address")?,
-        store = "embedded",
+        store = engine_name,
         data_dir = %config.data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "sessiond is serving"

@@ -54,6 +54,13 @@ pub struct StoreLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a per-engine figure.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// `embedded`, `standalone` or `cluster`.
+    pub store: &'static str,
+}
+
 /// Labels of a session lifecycle event.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
@@ -73,8 +80,9 @@ pub struct Metrics {
     pub store_duration: HistogramFamily<StoreLabels>,
     /// Session lifecycle events.
     pub session_events: Family<EventLabels, Counter>,
-    /// Sessions held by the store (refreshed on each scrape).
-    pub live_sessions: Gauge,
+    /// Sessions held by the store (refreshed on each scrape); absent for engines that cannot
+    /// count without scanning (Redis).
+    pub live_sessions: Family<EngineLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,7 +100,7 @@ impl Metrics {
         let store_duration =
             HistogramFamily::<StoreLabels>::new_with_constructor(latency_histogram);
         let session_events = Family::<EventLabels, Counter>::default();
-        let live_sessions = Gauge::default();
+        let live_sessions = Family::<EngineLabels, Gauge>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status",
@@ -115,7 +123,7 @@ impl Metrics {
         );
         registry.register(
             "live_sessions",
-            "Sessions held by the store, including expired ones not yet reclaimed",
+            "Sessions held by the store, including expired ones not yet reclaimed (embedded store only)",
             live_sessions.clone(),
         );
         Metrics {

@@ -32,10 +32,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     responses((status = 200, description = "Metrics in OpenMetrics text format", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(Some(n)) = state.sessions.store().count().await {
-        state
-            .metrics
-            .live_sessions
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        let labels = crate::metrics::EngineLabels {
+            store: state.engine,
+        };
+        let gauge = state.metrics.live_sessions.get_or_create(&labels);
+        gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(

@@ -12,7 +12,8 @@ use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sessiond_core::AtCap;
 use sessiond_server::Config;
-use sessiond_server::config::ApiKeyList;
+use sessiond_server::config::{ApiKeyList, RedisUrl};
+use sessiond_testkit::redis::{RedisCluster, RedisServer};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -43,6 +44,7 @@ pub(crate) fn ts(v: &Value) -> OffsetDateTime {
 /// Configures a [`TestApp`] before it starts.
 pub(crate) struct TestAppBuilder {
     config: Config,
+    backing: Option<Backing>,
 }
 
 impl TestAppBuilder {
@@ -71,16 +73,33 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs on `backing` instead of the store `SESSIOND_TEST_STORE` names.
+    pub(crate) fn with_backing(mut self, backing: Backing) -> Self {
+        self.backing = Some(backing);
+        self
+    }
+
+    /// The Redis call timeout.
+    pub(crate) fn with_redis_timeout(mut self, timeout: Duration) -> Self {
+        self.config.redis.timeout = timeout;
+        self
+    }
+
     /// The request body limit.
     pub(crate) fn with_max_body_bytes(mut self, max: usize) -> Self {
         self.config.limits.max_body_bytes = max;
         self
     }
 
-    /// Starts the server.
+    /// Starts the server, on the store `SESSIOND_TEST_STORE` names.
     pub(crate) async fn spawn(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let mut config = self.config;
+        let backing = match self.backing {
+            Some(b) => b,
+            None => Backing::from_env().await,
+        };
+        config.redis_url = backing.url().map(RedisUrl);
         config.data_dir = dir.path().join("data");
         config.api_keys = Some(ApiKeyList::Joined(KEY.into()));
         config.shutdown_timeout = Duration::from_secs(10);
@@ -103,6 +122,7 @@ impl TestAppBuilder {
             shutdown_tx: Some(tx),
             task: Some(task),
             tokens: Mutex::new(Vec::new()),
+            backing,
             _dir: dir,
         };
         // The listener is bound before `run` starts, so requests queue in the backlog; this
@@ -123,8 +143,51 @@ pub(crate) struct TestApp {
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     tokens: Mutex<Vec<String>>,
+    /// The Redis processes behind the server, if the suite runs on Redis.
+    pub(crate) backing: Backing,
     // Last, so the server's files go only after everything else.
     _dir: TempDir,
+}
+
+/// The store the suite runs on, chosen by `SESSIOND_TEST_STORE`: `embedded` (the default),
+/// `redis` (a standalone server per test) or `redis-cluster` (three primaries per test). The
+/// same tests run on each; `scripts/test` runs all three.
+#[derive(Debug)]
+pub(crate) enum Backing {
+    /// The embedded store in the test's data directory.
+    Embedded,
+    /// A standalone `redis-server`.
+    Redis(RedisServer),
+    /// A Redis Cluster.
+    Cluster(RedisCluster),
+}
+
+impl Backing {
+    async fn from_env() -> Backing {
+        let choice = std::env::var("SESSIOND_TEST_STORE").unwrap_or_default();
+        match choice.as_str() {
+            "" | "embedded" => Backing::Embedded,
+            "redis" => Backing::Redis(
+                tokio::task::spawn_blocking(RedisServer::start)
+                    .await
+                    .expect("start redis"),
+            ),
+            "redis-cluster" => Backing::Cluster(
+                tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+                    .await
+                    .expect("start the cluster"),
+            ),
+            other => panic!("SESSIOND_TEST_STORE={other}: use embedded, redis or redis-cluster"),
+        }
+    }
+
+    fn url(&self) -> Option<String> {
+        match self {
+            Backing::Embedded => None,
+            Backing::Redis(server) => Some(server.url()),
+            Backing::Cluster(cluster) => Some(cluster.url()),
+        }
+    }
 }
 
 impl TestApp {
@@ -132,6 +195,7 @@ impl TestApp {
     pub(crate) fn builder() -> TestAppBuilder {
         TestAppBuilder {
             config: Config::default(),
+            backing: None,
         }
     }
 

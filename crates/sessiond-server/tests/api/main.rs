@@ -10,6 +10,12 @@
 //! - [`credentials`]: refused session tokens and API keys, all answered alike.
 //! - [`bad_input`]: malformed bodies, identifiers, media types, methods and paths.
 //! - [`operations`]: health, readiness, metrics, the OpenAPI document, shutdown.
+//! - [`redis`]: what only Redis can show (always on Redis, whatever `SESSIOND_TEST_STORE`
+//!   says): fail-closed while Redis is down and recovery after, and a keyspace with a TTL on
+//!   every key and no token secret anywhere.
+//!
+//! The suite runs unchanged on each engine: `SESSIOND_TEST_STORE` picks `embedded` (default),
+//! `redis` or `redis-cluster`, and `scripts/test` runs all three.
 
 #![allow(
     clippy::expect_used,
@@ -23,3 +29,4 @@ mod credentials;
 mod helpers;
 mod holder;
 mod operations;
+mod redis;

@@ -1,0 +1,206 @@
+//! On Redis only: failing closed while Redis is down, recovering when it returns, and what the
+//! keyspace holds after the API has been used.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::AsyncCommands as _;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sessiond_testkit::redis::RedisServer;
+
+use crate::helpers::{Backing, PROBLEM_JSON, TestApp, auth};
+
+async fn app_on_own_redis(timeout: Duration) -> TestApp {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start redis");
+    TestApp::builder()
+        .with_backing(Backing::Redis(server))
+        .with_redis_timeout(timeout)
+        .spawn()
+        .await
+}
+
+fn server(app: &mut TestApp) -> &mut RedisServer {
+    match &mut app.backing {
+        Backing::Redis(server) => server,
+        other => panic!("expected a standalone Redis, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_503_and_service_recovers_by_itself() {
+    let mut app = app_on_own_redis(Duration::from_millis(500)).await;
+    let (token, _) = app.create_session("user_down").await;
+    assert_eq!(app.auth_status(&token).await, StatusCode::OK);
+
+    server(&mut app).kill();
+
+    for path in ["/v1/auth", "/v1/session"] {
+        let started = Instant::now();
+        let r = app
+            .client
+            .get(app.url(path))
+            .header("authorization", auth(&token))
+            .send()
+            .await
+            .expect("sessiond answers while Redis is down");
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path} must fail closed"
+        );
+        assert_eq!(r.headers()[CONTENT_TYPE], PROBLEM_JSON);
+        // A hang detector, not a benchmark: the answer comes from the store timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} hung: {:?}",
+            started.elapsed()
+        );
+    }
+    let create = app
+        .backend(Method::POST, "/v1/sessions")
+        .json(&json!({"userId": "user_down"}))
+        .send()
+        .await
+        .expect("sessiond answers");
+    assert_eq!(create.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let alive = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz answers");
+    assert_eq!(
+        alive.status(),
+        StatusCode::OK,
+        "the process itself stays alive"
+    );
+
+    server(&mut app).restart();
+
+    // No restart of sessiond: its connection comes back by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz answers");
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessiond did not recover within 10 s of Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (fresh, _) = app.create_session("user_down").await;
+    assert_eq!(app.auth_status(&fresh).await, StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_and_no_key_or_value_holds_a_token_secret() {
+    let app = app_on_own_redis(Duration::from_secs(2)).await;
+    // Exercise every writing flow of the API.
+    let (a, _) = app
+        .create_session_with(&json!({
+            "userId": "user_scan",
+            "userData": {"preferences": {}, "cart": {}, "permissions": []},
+            "metadata": {"ipAddress": "192.168.1.100", "userAgent": "Mozilla/5.0", "loginMethod": "email"},
+            "ttlSeconds": 3600
+        }))
+        .await;
+    let (b, b_doc) = app.create_session("user_scan").await;
+    let (c, _) = app.create_session("user_other").await;
+    app.send(
+        app.req(Method::PATCH, "/v1/session")
+            .header("authorization", auth(&a))
+            .json(&json!({"userData": {"cart": {"items": 2}}})),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    let rotated = app
+        .send(
+            app.req(Method::POST, "/v1/session/rotate")
+                .header("authorization", auth(&b)),
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    let b2 = rotated["token"].as_str().expect("new token").to_owned();
+    app.send(
+        app.req(Method::DELETE, "/v1/session")
+            .header("authorization", auth(&c)),
+    )
+    .await
+    .expect_status(StatusCode::NO_CONTENT);
+    app.send(app.backend(Method::GET, "/v1/users/user_scan/sessions"))
+        .await
+        .expect_status(StatusCode::OK);
+    let (d, _) = app.create_session("user_gone").await;
+    app.send(app.backend(Method::DELETE, "/v1/users/user_gone/sessions"))
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(app.auth_status(&b2).await, StatusCode::OK);
+    assert_eq!(b_doc["userId"], "user_scan");
+
+    let Backing::Redis(server) = &app.backing else {
+        panic!("on Redis")
+    };
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<Vec<u8>> = conn.keys("*").await.expect("KEYS");
+    assert!(
+        keys.len() >= 3,
+        "records and indexes are in Redis: {} keys",
+        keys.len()
+    );
+
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for token in [&a, &b, &b2, &c, &d] {
+        let secret = token.split_once('.').expect("id.secret").1;
+        secrets.push(token.as_bytes().to_vec());
+        secrets.push(secret.as_bytes().to_vec());
+        secrets.push(URL_SAFE_NO_PAD.decode(secret).expect("base64url secret"));
+    }
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for key in &keys {
+        let ttl: i64 = conn.pttl(key).await.expect("PTTL");
+        assert!(
+            ttl > 0,
+            "key {:?} has no TTL ({ttl})",
+            String::from_utf8_lossy(key)
+        );
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("DUMP");
+        for s in &secrets {
+            assert!(!contains(key, s), "a token secret in a key name");
+            assert!(
+                !contains(&dump, s),
+                "a token secret in the value of {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    app.shutdown().await;
+}
