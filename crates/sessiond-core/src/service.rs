@@ -171,10 +171,14 @@ impl Sessions {
         }
         let interval = self.policy.touch_interval_for(record.idle_timeout());
         if now.saturating_since(record.last_activity) >= interval {
-            if !self.store.touch(id, now).await? {
-                return Err(SessionError::Unauthenticated);
+            match self.store.touch(id, now).await {
+                Ok(true) => return Ok(record.touched(now)),
+                Ok(false) => return Err(SessionError::Unauthenticated),
+                // The session was read live; recording activity is best effort, so a store
+                // that can be read but not written (a primary failing over) still validates.
+                Err(e) if e.is_unavailable() => return Ok(record),
+                Err(e) => return Err(e.into()),
             }
-            return Ok(record.touched(now));
         }
         Ok(record)
     }

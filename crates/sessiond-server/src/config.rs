@@ -195,6 +195,13 @@ pub struct RedisConfig {
     /// Longest wait for a Redis call before the request fails with 503.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// How long a write waits for every replica to acknowledge it; replicas that do not are
+    /// not read from until they catch up.
+    #[serde(with = "duration")]
+    pub replica_sync_timeout: Duration,
+    /// Replica acknowledgements create, rotate and revoke need before they answer (`WAIT`);
+    /// with fewer they answer 503. 0: the primary is enough.
+    pub min_replica_acks: usize,
 }
 
 impl Default for RedisConfig {
@@ -202,6 +209,8 @@ impl Default for RedisConfig {
         RedisConfig {
             key_prefix: "sd:".into(),
             timeout: Duration::from_secs(1),
+            replica_sync_timeout: Duration::from_millis(100),
+            min_replica_acks: 0,
         }
     }
 }
@@ -378,11 +387,27 @@ impl Config {
         if self.embedded.sweep_interval.is_zero() {
             return invalid("embedded.sweep_interval", "must be greater than zero");
         }
-        if self.redis_url.is_some() {
-            return invalid(
-                "redis_url",
-                "the Redis engine is not available in this build yet; unset SESSIOND_REDIS_URL to use the embedded store",
-            );
+        if let Some(url) = &self.redis_url {
+            sessiond_store_redis::Topology::parse(&url.0).map_err(|e| ConfigError::Invalid {
+                key: "redis_url",
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(read_from) = &self.redis_read_from
+            && read_from != "primary"
+            && read_from != "replica"
+        {
+            return invalid("redis_read_from", "must be `primary` or `replica`");
+        }
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return invalid("redis.key_prefix", "must not contain { or }");
+        }
+        if self.redis.timeout.is_zero() {
+            return invalid("redis.timeout", "must be greater than zero");
+        }
+        if self.redis.replica_sync_timeout < Duration::from_millis(1) {
+            // `WAIT` with 0 ms would wait forever.
+            return invalid("redis.replica_sync_timeout", "must be at least 1ms");
         }
         if let Some(keys) = &self.api_keys {
             let keys = keys.keys();
@@ -549,6 +574,32 @@ mod tests {
                 .contains("session.absolute_timeout"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn redis_settings() {
+        let c = load_with(
+            &[
+                (
+                    "SESSIOND_REDIS_URL",
+                    "redis-sentinel://:pw@127.0.0.1:26379/?service=m",
+                ),
+                ("SESSIOND_REDIS_READ_FROM", "primary"),
+                ("SESSIOND_REDIS__MIN_REPLICA_ACKS", "1"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(c.redis_url.is_some());
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "the Redis password must not show in Debug"
+        );
+        assert_eq!(c.redis.min_replica_acks, 1);
+        let e = load_with(&[("SESSIOND_REDIS_URL", "http://x")], None).unwrap_err();
+        assert!(e.to_string().contains("redis_url"), "{e}");
+        let e = load_with(&[("SESSIOND_REDIS_READ_FROM", "nearest")], None).unwrap_err();
+        assert!(e.to_string().contains("redis_read_from"), "{e}");
     }
 
     #[test]

@@ -62,9 +62,12 @@ pub async fn run(
             let topology = Topology::parse(&url.0)?;
             let kind = topology.kind();
             let options = RedisOptions {
-                topology,
                 key_prefix: config.redis.key_prefix.clone(),
                 timeout: config.redis.timeout,
+                read_from_replicas: config.redis_read_from.as_deref() != Some("primary"),
+                replica_sync_timeout: config.redis.replica_sync_timeout,
+                min_replica_acks: config.redis.min_replica_acks,
+                ..RedisOptions::new(topology)
             };
             let store = RedisStore::connect(&options)
                 .await

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, RedisFuture, Value};
 
 /// Why a Redis URL or connection was refused at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,18 @@ pub enum Topology {
     /// A Redis Cluster, seeded from any of its nodes:
     /// `redis-cluster://[user:password@]host:port,host:port`.
     Cluster(Vec<String>),
+    /// A primary and its replicas found through Sentinel and followed across failovers:
+    /// `redis-sentinel://[user:password@]host:port,host:port[/db]?service=mymaster`. The
+    /// credentials and db are those of the data nodes.
+    Sentinel {
+        /// The sentinels, in the order they are asked.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        service: String,
+        /// A URL of the data nodes without host (`redis://user:password@_/db`), for the
+        /// resolved primary and replicas.
+        node_url: String,
+    },
 }
 
 impl Topology {
@@ -58,7 +72,43 @@ impl Topology {
             "rediss" | "rediss-cluster" | "rediss-sentinel" => {
                 Err(invalid("TLS (rediss) is not available in this build yet"))
             }
-            "redis-sentinel" => Err(invalid("Sentinel is not available in this build yet")),
+            "redis-sentinel" => {
+                let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let service = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("service="))
+                    .unwrap_or("mymaster")
+                    .to_owned();
+                let (auth, rest) = match rest.rsplit_once('@') {
+                    Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let (hosts, db) = rest.split_once('/').unwrap_or((rest, ""));
+                let mut sentinels = Vec::new();
+                for h in hosts.split(',').filter(|h| !h.is_empty()) {
+                    let (host, port) = h
+                        .rsplit_once(':')
+                        .ok_or_else(|| invalid("sentinels are host:port"))?;
+                    let port = port
+                        .parse()
+                        .map_err(|_| invalid("a sentinel port is not a number"))?;
+                    sentinels.push((host.to_owned(), port));
+                }
+                if sentinels.is_empty() || service.is_empty() {
+                    return Err(invalid(
+                        "redis-sentinel:// needs host:port of sentinels and ?service=",
+                    ));
+                }
+                // Parse once now so a bad db or credential stops start-up.
+                let node_url = format!("redis://{auth}sentinel-resolved-host/{db}");
+                redis::Client::open(node_url.as_str())
+                    .map_err(|_| invalid("the credentials or db of the data nodes are invalid"))?;
+                Ok(Topology::Sentinel {
+                    sentinels,
+                    service,
+                    node_url,
+                })
+            }
             _ => Err(invalid(
                 "the scheme must be redis, redis-cluster or redis-sentinel",
             )),
@@ -70,64 +120,96 @@ impl Topology {
         match self {
             Topology::Standalone(_) => "standalone",
             Topology::Cluster(_) => "cluster",
+            Topology::Sentinel { .. } => "sentinel",
         }
     }
 }
 
-/// A multiplexed, self-reconnecting connection to the topology. Cheap to clone: clones share
-/// the underlying connections.
+/// A connection to one node or to the cluster. Cheap to clone: clones share the underlying
+/// multiplexed connection.
 #[derive(Clone)]
 pub(crate) enum Connection {
-    Standalone(ConnectionManager),
+    /// Reconnects to its address by itself (a fixed primary, a replica).
+    Managed(ConnectionManager),
+    /// One connection to a resolved address (a Sentinel-resolved primary); replaced, not
+    /// reconnected, when it fails, because the primary may have moved.
+    Multiplexed(MultiplexedConnection),
+    /// The cluster, routing by key and following MOVED/ASK.
     Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Connection::Standalone(_) => f.write_str("Connection::Standalone"),
+            Connection::Managed(_) => f.write_str("Connection::Managed"),
+            Connection::Multiplexed(_) => f.write_str("Connection::Multiplexed"),
             Connection::Cluster(_) => f.write_str("Connection::Cluster"),
         }
     }
 }
 
-impl Connection {
-    /// Connects. A standalone connection is made lazily, so sessiond starts (and reports
-    /// not-ready) while Redis is down; a cluster needs one reachable node to learn its slots.
-    pub(crate) async fn open(topology: &Topology, timeout: Duration) -> Result<Self, ConnectError> {
-        match topology {
-            Topology::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(ConnectError::Redis)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(500));
-                let manager = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(ConnectError::Redis)?;
-                Ok(Connection::Standalone(manager))
-            }
-            Topology::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .retries(3)
-                    .build()
-                    .map_err(ConnectError::Redis)?;
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .map_err(ConnectError::Redis)?;
-                Ok(Connection::Cluster(conn))
-            }
-        }
-    }
+/// Connection info of `host:port` with the credentials and db of `template`.
+pub(crate) fn node_info(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+    template
+        .clone()
+        .set_addr(ConnectionAddr::Tcp(host.to_owned(), port))
+}
+
+/// A self-reconnecting connection to one node, made lazily.
+pub(crate) fn managed(
+    info: ConnectionInfo,
+    timeout: Duration,
+) -> Result<Connection, redis::RedisError> {
+    let client = redis::Client::open(info)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(Connection::Managed(
+        ConnectionManager::new_lazy_with_config(client, config)?,
+    ))
+}
+
+/// One multiplexed connection to a node, established now.
+pub(crate) async fn multiplexed(
+    info: ConnectionInfo,
+    timeout: Duration,
+) -> Result<Connection, redis::RedisError> {
+    let client = redis::Client::open(info)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    Ok(Connection::Multiplexed(
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?,
+    ))
+}
+
+/// Connects to a cluster; it needs one reachable node to learn its slots.
+pub(crate) async fn cluster(
+    nodes: &[String],
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(3)
+        .build()
+        .map_err(ConnectError::Redis)?;
+    let conn = client
+        .get_async_connection()
+        .await
+        .map_err(ConnectError::Redis)?;
+    Ok(Connection::Cluster(conn))
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Managed(c) => c.req_packed_command(cmd),
+            Connection::Multiplexed(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -139,17 +221,29 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Standalone(c) => c.get_db(),
+            Connection::Managed(c) => c.get_db(),
+            Connection::Multiplexed(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Whether an error means the primary may have moved or gone: drop the connection and find
+/// the primary again (Sentinel client rules: re-resolve on reconnect, `READONLY` means now).
+pub(crate) fn means_primary_moved(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
 }
 
 /// Maps a client error to the store's error kinds: anything that says "Redis is not there or
@@ -203,7 +297,15 @@ mod tests {
         for bad in ["", "127.0.0.1:6379", "http://x", "redis-cluster://"] {
             assert!(Topology::parse(bad).is_err(), "{bad}");
         }
-        let e = Topology::parse("redis-sentinel://:secret@a:1/?service=m").unwrap_err();
+        let Topology::Sentinel {
+            sentinels, service, ..
+        } = Topology::parse("redis-sentinel://:pw@a:1,b:2/0?service=m").unwrap()
+        else {
+            panic!("a sentinel topology")
+        };
+        assert_eq!(sentinels, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        assert_eq!(service, "m");
+        let e = Topology::parse("rediss://:secret@a:1").unwrap_err();
         assert!(!e.to_string().contains("secret"));
     }
 }

@@ -1,4 +1,5 @@
-//! sessiond's production engine: sessions in Redis, standalone or Cluster.
+//! sessiond's production engine: sessions in Redis — standalone, a primary with read
+//! replicas, Sentinel, or Cluster.
 //!
 //! One [`RedisStore`] serves every topology through the same key schema and scripts:
 //!
@@ -10,7 +11,9 @@
 //!   revoke-all, rotate, compare-and-set patch) is one server-side script, atomic on every
 //!   topology because a record and its user's index share a Cluster hash tag;
 //! - a script that changes a session first checks that it exists and is live, so no write can
-//!   bring back a deleted session.
+//!   bring back a deleted session;
+//! - with replicas, validations may read from them, and every write but a touch is made
+//!   visible on every read path before it is acknowledged (see `replication`).
 //!
 //! # Layout
 //!
@@ -18,13 +21,18 @@
 //! - `keys`: the key schema.
 //! - `codec`: the record's byte layout, with the fixed header the scripts edit in place.
 //! - `scripts`: the Lua scripts.
+//! - `replication`: primary and replicas: read routing, `WAIT`, fencing of lagging replicas.
+//! - `sentinel`: finding the primary through Sentinel.
 
 pub mod connection;
 
 mod codec;
 mod keys;
+mod replication;
 mod scripts;
+mod sentinel;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +48,11 @@ pub use connection::{ConnectError, Topology};
 use crate::codec::{decode, digits15, encode, version_hex};
 use crate::connection::{Connection, store_error};
 use crate::keys::Keys;
+use crate::replication::{PrimarySource, Replicated, ReplicationOptions};
+use crate::sentinel::SentinelPrimary;
+
+/// Pause between read attempts when every node failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// How many sessions one revoke-all script removes before yielding, so a user with very many
 /// sessions never blocks Redis for long.
@@ -54,6 +67,30 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Longest wait for any Redis call; past it the call fails as unavailable (503).
     pub timeout: Duration,
+    /// Read validations from replicas (falling back to the primary on a miss).
+    pub read_from_replicas: bool,
+    /// How long a write waits for every replica to acknowledge it before the replicas that
+    /// did not are fenced off from reads.
+    pub replica_sync_timeout: Duration,
+    /// Replica acknowledgements that create, rotate and revoke need before they answer
+    /// (`WAIT`); 0 answers once the primary has the write. Too few: the call fails with 503,
+    /// and the write stays on the primary.
+    pub min_replica_acks: usize,
+}
+
+impl RedisOptions {
+    /// Options for `topology` with the defaults: prefix `sd:`, 1 s timeout, reads from
+    /// replicas, 100 ms replica sync, no required acknowledgements.
+    pub fn new(topology: Topology) -> Self {
+        RedisOptions {
+            topology,
+            key_prefix: "sd:".into(),
+            timeout: Duration::from_secs(1),
+            read_from_replicas: true,
+            replica_sync_timeout: Duration::from_millis(100),
+            min_replica_acks: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -63,14 +100,38 @@ impl std::fmt::Debug for RedisOptions {
             .field("topology", &self.topology.kind())
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("read_from_replicas", &self.read_from_replicas)
+            .field("replica_sync_timeout", &self.replica_sync_timeout)
+            .field("min_replica_acks", &self.min_replica_acks)
             .finish()
     }
+}
+
+/// Where commands go.
+#[derive(Debug)]
+enum Backend {
+    /// A primary (fixed or found through Sentinel) with its replicas.
+    Replicated(Arc<Replicated>),
+    /// A cluster: the client routes by key; reads go to primaries.
+    Cluster(Connection),
+}
+
+/// How far a write must reach before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The primary is enough (touches: losing one only ages `lastActivity`).
+    Primary,
+    /// Every read path, so the next request sees it (patches).
+    Visible,
+    /// Every read path, and the configured number of replica acknowledgements (create,
+    /// rotate, revoke).
+    Durable,
 }
 
 /// The Redis session store.
 #[derive(Debug)]
 pub struct RedisStore {
-    conn: Connection,
+    backend: Backend,
     keys: Keys,
     timeout: Duration,
 }
@@ -83,22 +144,144 @@ impl RedisStore {
                 "the key prefix must not contain { or } (they select the Cluster slot)".into(),
             ));
         }
-        let conn = Connection::open(&options.topology, options.timeout).await?;
+        let replication = ReplicationOptions {
+            read_from_replicas: options.read_from_replicas,
+            sync_timeout: options.replica_sync_timeout,
+            min_acks: options.min_replica_acks,
+            timeout: options.timeout,
+        };
+        let backend = match &options.topology {
+            Topology::Standalone(url) => {
+                let node = replication::node_template(url)?;
+                let primary = connection::managed(node.clone(), options.timeout)
+                    .map_err(ConnectError::Redis)?;
+                Backend::Replicated(Replicated::start(
+                    PrimarySource::Fixed(primary),
+                    node,
+                    replication,
+                ))
+            }
+            Topology::Sentinel {
+                sentinels,
+                service,
+                node_url,
+            } => {
+                let node = replication::node_template(node_url)?;
+                let primary = SentinelPrimary::new(
+                    sentinels.clone(),
+                    service.clone(),
+                    node.clone(),
+                    options.timeout,
+                );
+                Backend::Replicated(Replicated::start(
+                    PrimarySource::Sentinel(Box::new(primary)),
+                    node,
+                    replication,
+                ))
+            }
+            Topology::Cluster(nodes) => {
+                Backend::Cluster(connection::cluster(nodes, options.timeout).await?)
+            }
+        };
         Ok(RedisStore {
-            conn,
+            backend,
             keys: Keys::new(&options.key_prefix),
             timeout: options.timeout,
         })
     }
 
-    /// Runs one call with the store's timeout and error mapping.
+    /// How many replicas validations may read from now (connected and not fenced); 0 on
+    /// Cluster, where reads go to the primaries.
+    pub fn readable_replicas(&self) -> usize {
+        match &self.backend {
+            Backend::Replicated(r) => r.readable_replicas().len(),
+            Backend::Cluster(_) => 0,
+        }
+    }
+
+    /// Runs `f` on the primary (the cluster) with the store's timeout, then makes the write
+    /// reach as far as `reach` says.
+    async fn call_reaching<T, F>(
+        &self,
+        reach: Reach,
+        f: impl FnOnce(Connection) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        match &self.backend {
+            Backend::Cluster(conn) => self.timed(f(conn.clone())).await.map_err(store_error),
+            Backend::Replicated(r) => {
+                let conn = r.primary().await?;
+                let mut same = conn.clone();
+                let value = match self.timed(f(conn)).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        r.primary_failed(&e);
+                        return Err(store_error(e));
+                    }
+                };
+                if reach != Reach::Primary {
+                    r.settle(&mut same, reach == Reach::Durable).await?;
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    /// Runs `f` on the primary (the cluster): reads and index upkeep.
     async fn call<T, F>(&self, f: impl FnOnce(Connection) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
-            Ok(result) => result.map_err(store_error),
-            Err(_) => Err(StoreError::Timeout),
+        self.call_reaching(Reach::Primary, f).await
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Redis did not answer in time",
+            ))),
+        }
+    }
+
+    /// The stored bytes of a record: from a replica when reads go there, else (or on a miss)
+    /// from the primary. Failed attempts are retried on the other nodes until the store's
+    /// timeout, so a replica or primary connection killed by a failover does not fail a
+    /// validation that another node can answer.
+    async fn read_record(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let Backend::Replicated(r) = &self.backend else {
+            return self.call(|mut c| async move { c.get(key).await }).await;
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if r.reads_from_replicas() {
+                for mut conn in r.readable_replicas() {
+                    match self.timed(conn.get::<_, Option<Vec<u8>>>(&key)).await {
+                        Ok(Some(v)) => return Ok(Some(v)),
+                        // A miss may be a write the replica has not received yet: ask the
+                        // primary.
+                        Ok(None) => break,
+                        Err(_) => continue,
+                    }
+                }
+            }
+            let k = key.clone();
+            match self.call(|mut c| async move { c.get(k).await }).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_unavailable() => {
+                    if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 }
@@ -150,7 +333,7 @@ impl SessionStore for RedisStore {
         }
         let value = encode(record)?;
         let reply: Vec<Value> = self
-            .call(|mut c| async move {
+            .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::CREATE
                     .key(self.keys.record(&record.id))
                     .key(self.keys.index(&record.user_id))
@@ -191,8 +374,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.keys.record(id);
-        let value: Option<Vec<u8>> = self.call(|mut c| async move { c.get(key).await }).await?;
+        let value = self.read_record(self.keys.record(id)).await?;
         match value {
             Some(v) => {
                 let record = decode(id, &v)?;
@@ -227,7 +409,7 @@ impl SessionStore for RedisStore {
             .checked_add(1)
             .ok_or_else(|| StoreError::internal("version overflow"))?;
         let reply: Vec<Value> = self
-            .call(|mut c| async move {
+            .call_reaching(Reach::Visible, |mut c| async move {
                 scripts::UPDATE_DATA
                     .key(self.keys.record(id))
                     .arg(version_hex(expected_version))
@@ -260,7 +442,7 @@ impl SessionStore for RedisStore {
         now: Timestamp,
     ) -> Result<RotateOutcome, StoreError> {
         let reply: Vec<Value> = self
-            .call(|mut c| async move {
+            .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::ROTATE
                     .key(self.keys.record(id))
                     .arg(now.as_millis())
@@ -280,7 +462,7 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
         let reply: i64 = self
-            .call(|mut c| async move {
+            .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::DELETE
                     .key(self.keys.record(id))
                     .arg(now.as_millis())
@@ -335,7 +517,7 @@ impl SessionStore for RedisStore {
         let mut total = 0u64;
         loop {
             let reply: Vec<i64> = self
-                .call(|mut c| async move {
+                .call_reaching(Reach::Durable, |mut c| async move {
                     scripts::DELETE_USER
                         .key(self.keys.index(user))
                         .arg(now.as_millis())

@@ -11,9 +11,8 @@ use sessiond_testkit::redis::{RedisCluster, RedisServer};
 
 fn options(url: &str) -> RedisOptions {
     RedisOptions {
-        topology: Topology::parse(url).expect("a valid URL"),
-        key_prefix: "sd:".into(),
         timeout: Duration::from_secs(2),
+        ..RedisOptions::new(Topology::parse(url).expect("a valid URL"))
     }
 }
 
@@ -26,6 +25,23 @@ mod standalone {
             .await
             .expect("connect");
         Guarded::wrap(Arc::new(store), server)
+    }
+
+    sessiond_testkit::store_conformance_tests!(store);
+}
+
+mod sentinel {
+    use super::*;
+    use sessiond_testkit::redis::RedisSentinel;
+
+    async fn store() -> Arc<dyn SessionStore> {
+        let deployment = tokio::task::spawn_blocking(|| RedisSentinel::start(2))
+            .await
+            .expect("start primary, replicas and sentinels");
+        let store = RedisStore::connect(&options(&deployment.url()))
+            .await
+            .expect("connect");
+        Guarded::wrap(Arc::new(store), deployment)
     }
 
     sessiond_testkit::store_conformance_tests!(store);

@@ -20,12 +20,14 @@
 //!   helpers that build records at fixed times.
 //! - [`store_conformance_tests!`]: expands to one `#[tokio::test]` per case, named after it.
 //! - [`redis`]: real `redis-server` processes (standalone and Cluster) for tests.
+//! - [`proxy`]: a pausable TCP proxy, to make a replica lag while it keeps answering.
 //! - [`guarded`]: a store that keeps what it runs on (a server, a directory) alive with it.
 //!
 //! [`SessionStore`]: sessiond_core::SessionStore
 
 pub mod conformance;
 pub mod guarded;
+pub mod proxy;
 pub mod redis;
 
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` per

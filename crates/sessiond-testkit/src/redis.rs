@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::proxy::PausableProxy;
+
 /// How long a server may take to answer `PING` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -43,13 +45,15 @@ fn free_port(bus: bool) -> u16 {
     }
 }
 
-/// One `redis-server` process.
+/// One `redis-server` process (or a sentinel).
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
     args: Vec<String>,
+    /// For a sentinel: the monitored primary's port.
+    monitors: Option<u16>,
 }
 
 impl RedisServer {
@@ -68,6 +72,7 @@ impl RedisServer {
             port: free_port(bus),
             dir,
             args,
+            monitors: None,
         };
         // The free-port check races with other processes; retry on a lost race.
         for _ in 0..5 {
@@ -80,17 +85,65 @@ impl RedisServer {
         panic!("redis-server did not find a free port in 5 tries");
     }
 
-    fn spawn(&mut self) -> Result<(), String> {
+    /// A sentinel monitoring the primary on `primary_port` as `mymaster` (quorum 2), with the
+    /// timings of `deploy/redis`: down after 1 s, failover timeout 5 s.
+    pub fn sentinel(primary_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(false),
+            dir,
+            args: Vec::new(),
+            monitors: Some(primary_port),
+        };
+        for _ in 0..5 {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => {
+                    server.port = free_port(false);
+                }
+                Err(log) => panic!("redis sentinel did not start:\n{log}"),
+            }
+        }
+        panic!("redis sentinel did not find a free port in 5 tries");
+    }
+
+    fn command(&self) -> Command {
         let log = self.log_path();
-        let child = Command::new(server_binary())
-            .arg("--port")
+        let mut cmd = Command::new(server_binary());
+        if let Some(primary) = self.monitors {
+            // Sentinel rewrites its configuration file, so it gets one of its own.
+            let conf = self.dir.path().join("sentinel.conf");
+            if !conf.exists() {
+                let body = format!(
+                    "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {log}\n\
+                     sentinel monitor mymaster 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 5000\n\
+                     sentinel parallel-syncs mymaster 1\n",
+                    port = self.port,
+                    dir = self.dir.path().display(),
+                    log = log.display(),
+                );
+                std::fs::write(&conf, body).expect("write sentinel.conf");
+            }
+            cmd.arg(conf).arg("--sentinel");
+            return cmd;
+        }
+        cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
-            .args(&self.args)
+            .args(&self.args);
+        cmd
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,6 +191,26 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process with SIGSTOP (it keeps its connections but answers nothing).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused process with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let ok = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "kill {sig} failed");
+        }
     }
 
     /// Kills the server with SIGKILL and waits for it.
@@ -258,5 +331,154 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
         format!("redis-cluster://{}", hosts.join(","))
+    }
+}
+
+/// A primary with replicas.
+#[derive(Debug)]
+pub struct RedisReplicated {
+    /// The primary.
+    pub primary: RedisServer,
+    /// Its replicas.
+    pub replicas: Vec<RedisServer>,
+}
+
+impl RedisReplicated {
+    /// A primary with `replicas` replicas, each with AOF on (`appendfsync everysec`), waited
+    /// for until every replica's link is up.
+    pub fn start(replicas: usize) -> Self {
+        // Redis waits 5 s before a diskless full sync by default, to batch replicas; tests
+        // have no replicas to batch.
+        let primary =
+            RedisServer::start_with(&["--appendonly", "yes", "--repl-diskless-sync-delay", "0"]);
+        let port = primary.port().to_string();
+        let replicas: Vec<RedisServer> = (0..replicas)
+            .map(|_| {
+                RedisServer::start_with(&["--appendonly", "yes", "--replicaof", "127.0.0.1", &port])
+            })
+            .collect();
+        let this = RedisReplicated { primary, replicas };
+        this.wait_linked();
+        this
+    }
+
+    fn wait_linked(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let linked = self.replicas.iter().all(|r| {
+                r.cli(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            });
+            if linked {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("replicas did not link to the primary within 20 s");
+    }
+
+    /// `redis://127.0.0.1:<primary>`.
+    pub fn url(&self) -> String {
+        self.primary.url()
+    }
+
+    /// A primary with two replicas, the second replicating through a [`PausableProxy`]: pausing
+    /// it makes that replica lag while it goes on answering reads.
+    pub fn start_with_lagging_replica() -> (Self, PausableProxy) {
+        // Redis waits 5 s before a diskless full sync by default, to batch replicas; tests
+        // have no replicas to batch.
+        let primary =
+            RedisServer::start_with(&["--appendonly", "yes", "--repl-diskless-sync-delay", "0"]);
+        let port = primary.port().to_string();
+        let direct = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let proxy = PausableProxy::start(primary.port());
+        let proxied = proxy.port().to_string();
+        let lagging = RedisServer::start_with(&["--replicaof", "127.0.0.1", &proxied]);
+        let this = RedisReplicated {
+            primary,
+            replicas: vec![direct, lagging],
+        };
+        this.wait_linked();
+        (this, proxy)
+    }
+}
+
+/// A primary, replicas and three sentinels (quorum 2) watching them as `mymaster`.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// The data nodes.
+    pub data: RedisReplicated,
+    /// The sentinels.
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl RedisSentinel {
+    /// Starts everything and waits until every sentinel sees the primary and the replicas.
+    /// Enough to serve; call [`Self::wait_for_quorum`] before a failover.
+    pub fn start(replicas: usize) -> Self {
+        let data = RedisReplicated::start(replicas);
+        let port = data.primary.port();
+        let sentinels: Vec<RedisServer> = (0..3).map(|_| RedisServer::sentinel(port)).collect();
+        let this = RedisSentinel { data, sentinels };
+        this.wait_until("the sentinels did not see the replicas", |s| {
+            s.field("num-slaves") == replicas.to_string()
+        });
+        this
+    }
+
+    /// Waits until every sentinel knows the two others, so that they can agree on a failover.
+    pub fn wait_for_quorum(&self) {
+        self.wait_until("the sentinels did not discover each other", |s| {
+            s.field("num-other-sentinels") == "2"
+        });
+    }
+
+    fn wait_until(&self, what: &str, ready: impl Fn(&SentinelView) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self
+                .sentinels
+                .iter()
+                .all(|s| ready(&SentinelView(s.cli(&["SENTINEL", "MASTER", "mymaster"]))))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what} within 30 s");
+    }
+
+    /// `redis-sentinel://127.0.0.1:<s1>,.../?service=mymaster`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        format!("redis-sentinel://{}/?service=mymaster", hosts.join(","))
+    }
+
+    /// The port of the node the sentinels currently call the primary.
+    pub fn primary_port(&self) -> u16 {
+        let out = self.sentinels[0].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+        out.lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a primary address")
+    }
+}
+
+/// The reply of `SENTINEL MASTER`, as name/value lines.
+struct SentinelView(String);
+
+impl SentinelView {
+    fn field(&self, name: &str) -> String {
+        let mut lines = self.0.lines();
+        while let Some(l) = lines.next() {
+            if l == name {
+                return lines.next().unwrap_or("").to_owned();
+            }
+        }
+        String::new()
     }
 }

@@ -199,6 +199,29 @@ async fn without_api_keys_a_private_key_file_is_generated() {
     );
 }
 
+#[tokio::test]
+async fn serves_from_redis_when_sessiond_redis_url_is_set() {
+    let redis = tokio::task::spawn_blocking(sessiond_testkit::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let mut server = Server::start(
+        dir.path(),
+        &[("SESSIOND_API_KEYS", KEY), ("SESSIOND_REDIS_URL", &url)],
+    );
+    let client = reqwest::Client::new();
+    let token = create(&client, &server.base, KEY, "user_redis").await;
+    assert_eq!(auth_status(&client, &server.base, &token).await, 200);
+    let keys = redis.cli(&["--scan", "--pattern", "sd:*"]);
+    assert!(keys.contains("sd:s:{"), "the session is in Redis: {keys}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let output = server.output();
+    assert!(output.contains("store=\"standalone\""), "{output}");
+    assert!(!output.contains(&token));
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,6 +230,7 @@ fn a_bad_setting_stops_start_up_and_names_the_key() {
         ("SESSIOND_LISTEN", "not-an-address", "listen"),
         ("SESSIOND_API_KEYS", "short", "api_keys"),
         ("SESSIOND_LIMITS__MAX_BODY_BYTES", "-5", "max_body_bytes"),
+        ("SESSIOND_REDIS_URL", "memcached://localhost", "redis_url"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
             .arg("serve")

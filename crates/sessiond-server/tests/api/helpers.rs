@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sessiond_core::AtCap;
 use sessiond_server::Config;
 use sessiond_server::config::{ApiKeyList, RedisUrl};
-use sessiond_testkit::redis::{RedisCluster, RedisServer};
+use sessiond_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -150,8 +150,9 @@ pub(crate) struct TestApp {
 }
 
 /// The store the suite runs on, chosen by `SESSIOND_TEST_STORE`: `embedded` (the default),
-/// `redis` (a standalone server per test) or `redis-cluster` (three primaries per test). The
-/// same tests run on each; `scripts/test` runs all three.
+/// `redis` (a standalone server per test), `redis-sentinel` (a primary, two replicas and three
+/// sentinels per test) or `redis-cluster` (three primaries per test). The same tests run on
+/// each; `scripts/test` runs them all.
 #[derive(Debug)]
 pub(crate) enum Backing {
     /// The embedded store in the test's data directory.
@@ -160,6 +161,8 @@ pub(crate) enum Backing {
     Redis(RedisServer),
     /// A Redis Cluster.
     Cluster(RedisCluster),
+    /// A primary, two replicas and three sentinels.
+    Sentinel(RedisSentinel),
 }
 
 impl Backing {
@@ -177,7 +180,14 @@ impl Backing {
                     .await
                     .expect("start the cluster"),
             ),
-            other => panic!("SESSIOND_TEST_STORE={other}: use embedded, redis or redis-cluster"),
+            "redis-sentinel" => Backing::Sentinel(
+                tokio::task::spawn_blocking(|| RedisSentinel::start(2))
+                    .await
+                    .expect("start primary, replicas and sentinels"),
+            ),
+            other => panic!(
+                "SESSIOND_TEST_STORE={other}: use embedded, redis, redis-sentinel or redis-cluster"
+            ),
         }
     }
 
@@ -186,6 +196,7 @@ impl Backing {
             Backing::Embedded => None,
             Backing::Redis(server) => Some(server.url()),
             Backing::Cluster(cluster) => Some(cluster.url()),
+            Backing::Sentinel(deployment) => Some(deployment.url()),
         }
     }
 }

@@ -15,7 +15,7 @@
 //!   every key and no token secret anywhere.
 //!
 //! The suite runs unchanged on each engine: `SESSIOND_TEST_STORE` picks `embedded` (default),
-//! `redis` or `redis-cluster`, and `scripts/test` runs all three.
+//! `redis`, `redis-sentinel` or `redis-cluster`, and `scripts/test` runs them all.
 
 #![allow(
     clippy::expect_used,

@@ -1,0 +1,171 @@
+//! Finding the primary through Sentinel, following the Sentinel client rules: ask the
+//! sentinels in turn with a short timeout and move the one that answered to the front; check
+//! `ROLE` on the address it gives; find the primary again after any connection failure or
+//! `READONLY`, never trusting a cached address after a reconnect.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::{ConnectionInfo, Value};
+use sessiond_core::StoreError;
+
+use crate::connection::{Connection, multiplexed, node_info};
+
+/// Timeout of one question to one sentinel.
+const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
+/// Pause before asking again when the address given is not (yet) a primary.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why the primary could not be found (R9: which case it is).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResolveError {
+    /// No sentinel answered.
+    #[error("no sentinel could be reached")]
+    SentinelsUnreachable,
+    /// The sentinels answered but do not know the service.
+    #[error("the sentinels know no master named {0:?}")]
+    UnknownService(String),
+    /// The address the sentinels gave is not a primary (a failover is under way).
+    #[error("the address the sentinels gave is not a primary yet")]
+    NotPrimary,
+}
+
+/// The primary of a Sentinel-managed deployment.
+#[derive(Debug)]
+pub(crate) struct SentinelPrimary {
+    /// Sentinels, the last one that answered first.
+    sentinels: Mutex<Vec<(String, u16)>>,
+    service: String,
+    node: ConnectionInfo,
+    current: Mutex<Option<Connection>>,
+    /// One resolution at a time; callers that wait for it share its result.
+    resolving: tokio::sync::Mutex<()>,
+    timeout: Duration,
+}
+
+impl SentinelPrimary {
+    pub(crate) fn new(
+        sentinels: Vec<(String, u16)>,
+        service: String,
+        node: ConnectionInfo,
+        timeout: Duration,
+    ) -> Self {
+        SentinelPrimary {
+            sentinels: Mutex::new(sentinels),
+            service,
+            node,
+            current: Mutex::new(None),
+            resolving: tokio::sync::Mutex::new(()),
+            timeout,
+        }
+    }
+
+    fn cached(&self) -> Option<Connection> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the primary; the next call finds it again.
+    pub(crate) fn invalidate(&self) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// A connection to the current primary.
+    pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _turn = self.resolving.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.resolve().await {
+                Ok(conn) => {
+                    *self
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) if tokio::time::Instant::now() + RETRY_PAUSE >= deadline => {
+                    return Err(StoreError::unavailable(e));
+                }
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+            }
+        }
+    }
+
+    async fn resolve(&self) -> Result<Connection, ResolveError> {
+        let (host, port) = self.ask_sentinels().await?;
+        let mut conn = multiplexed(node_info(&self.node, &host, port), self.timeout)
+            .await
+            .map_err(|_| ResolveError::NotPrimary)?;
+        let role: Value =
+            tokio::time::timeout(self.timeout, redis::cmd("ROLE").query_async(&mut conn))
+                .await
+                .map_err(|_| ResolveError::NotPrimary)?
+                .map_err(|_| ResolveError::NotPrimary)?;
+        match role {
+            Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b == b"master") =>
+            {
+                tracing::info!(primary = %format!("{host}:{port}"), "found the Redis primary through Sentinel");
+                Ok(conn)
+            }
+            _ => Err(ResolveError::NotPrimary),
+        }
+    }
+
+    async fn ask_sentinels(&self) -> Result<(String, u16), ResolveError> {
+        let sentinels = self
+            .sentinels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut unknown = false;
+        for (i, (host, port)) in sentinels.iter().enumerate() {
+            let Ok(info) = redis::IntoConnectionInfo::into_connection_info(
+                redis::ConnectionAddr::Tcp(host.clone(), *port),
+            ) else {
+                continue;
+            };
+            let Ok(mut conn) = multiplexed(info, SENTINEL_TIMEOUT).await else {
+                continue;
+            };
+            let answer = tokio::time::timeout(
+                SENTINEL_TIMEOUT,
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.service)
+                    .query_async::<Option<(String, u16)>>(&mut conn),
+            )
+            .await;
+            match answer {
+                Ok(Ok(Some(addr))) => {
+                    if i > 0 {
+                        let mut list = self
+                            .sentinels
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let answered = list.remove(i);
+                        list.insert(0, answered);
+                    }
+                    return Ok(addr);
+                }
+                Ok(Ok(None)) => unknown = true,
+                _ => {}
+            }
+        }
+        if unknown {
+            Err(ResolveError::UnknownService(self.service.clone()))
+        } else {
+            Err(ResolveError::SentinelsUnreachable)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A primary with replicas: revocation is immediate on every read path even while a replica
+//! lags, and durable writes need the configured replica acknowledgements.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test set-up fails the test"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Map;
+use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, UserId};
+use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
+use sessiond_testkit::redis::RedisReplicated;
+
+fn options(url: &str, min_acks: usize) -> RedisOptions {
+    RedisOptions {
+        timeout: Duration::from_secs(1),
+        // A durable write waits long enough for a busy replica; a fencing one does not need to.
+        replica_sync_timeout: Duration::from_millis(if min_acks > 0 { 1000 } else { 100 }),
+        min_replica_acks: min_acks,
+        ..RedisOptions::new(Topology::parse(url).expect("a valid URL"))
+    }
+}
+
+async fn connect(url: &str, min_acks: usize, replicas: usize) -> (Arc<RedisStore>, Sessions) {
+    let store = Arc::new(
+        RedisStore::connect(&options(url, min_acks))
+            .await
+            .expect("connect"),
+    );
+    wait_readable(&store, replicas).await;
+    let sessions = Sessions::new(store.clone(), Policy::default(), Arc::new(SystemClock));
+    (store, sessions)
+}
+
+async fn wait_readable(store: &RedisStore, replicas: usize) {
+    for _ in 0..200 {
+        if store.readable_replicas() == replicas {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the store did not find {replicas} readable replicas within 5 s");
+}
+
+fn new_session(user: &str) -> NewSession {
+    NewSession {
+        user_id: UserId::parse(user).expect("valid user id"),
+        user_data: Map::new(),
+        metadata: Map::new(),
+        ttl: None,
+    }
+}
+
+/// Whether the replica on `port` holds the session's record.
+fn replica_holds(data: &RedisReplicated, index: usize, session_id: &str) -> bool {
+    data.replicas[index]
+        .cli(&["--scan", "--pattern", "sd:s:*"])
+        .contains(session_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_at_once_while_a_replica_lags() {
+    let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
+        .await
+        .expect("start redis");
+    let (store, sessions) = connect(&data.url(), 0, 2).await;
+    let issued = sessions
+        .create(new_session("user_lag"))
+        .await
+        .expect("create");
+    let id = issued.record.id.to_string();
+    assert!(
+        replica_holds(&data, 1, &id),
+        "the lagging replica had the session before"
+    );
+    for _ in 0..10 {
+        sessions
+            .authenticate(&issued.token)
+            .await
+            .expect("a live session validates");
+    }
+
+    link.pause();
+    assert!(sessions.revoke(&issued.record.id).await.expect("revoke"));
+    // The lagging replica still answers, with the revoked session in it: reading there would
+    // accept the token. It must not be read.
+    assert!(
+        replica_holds(&data, 1, &id),
+        "the paused link kept the revoke from the replica"
+    );
+    for _ in 0..100 {
+        assert!(
+            matches!(
+                sessions.authenticate(&issued.token).await,
+                Err(SessionError::Unauthenticated)
+            ),
+            "a revoked token was accepted while a replica lagged"
+        );
+    }
+    // The lagging replica is fenced off (on a busy machine the other one may miss the sync
+    // timeout too, and reads then go to the primary: slower, never wrong).
+    assert!(
+        store.readable_replicas() <= 1,
+        "the lagging replica is fenced off"
+    );
+
+    link.resume();
+    wait_readable(&store, 2).await;
+    assert!(
+        !replica_holds(&data, 1, &id),
+        "the caught-up replica dropped the session"
+    );
+    for _ in 0..20 {
+        assert!(matches!(
+            sessions.authenticate(&issued.token).await,
+            Err(SessionError::Unauthenticated)
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_away_token_is_refused_at_once_while_a_replica_lags() {
+    let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
+        .await
+        .expect("start redis");
+    let (_store, sessions) = connect(&data.url(), 0, 2).await;
+    let issued = sessions
+        .create(new_session("user_rotate"))
+        .await
+        .expect("create");
+
+    link.pause();
+    let rotated = sessions.rotate(&issued.token).await.expect("rotate");
+    for _ in 0..100 {
+        assert!(
+            matches!(
+                sessions.authenticate(&issued.token).await,
+                Err(SessionError::Unauthenticated)
+            ),
+            "a rotated-away token was accepted while a replica lagged"
+        );
+        sessions
+            .authenticate(&rotated.token)
+            .await
+            .expect("the new token works");
+    }
+    link.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_fail_with_too_few_replica_acknowledgements() {
+    let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
+        .await
+        .expect("start redis");
+    let (store, sessions) = connect(&data.url(), 2, 2).await;
+    sessions
+        .create(new_session("user_durable"))
+        .await
+        .expect("both replicas acknowledge");
+
+    link.pause();
+    match sessions.create(new_session("user_durable")).await {
+        Err(SessionError::Store(e)) => assert!(e.is_unavailable(), "{e}"),
+        other => panic!("a create one replica could not acknowledge must fail, got {other:?}"),
+    }
+
+    link.resume();
+    wait_readable(&store, 2).await;
+    sessions
+        .create(new_session("user_durable"))
+        .await
+        .expect("acknowledged again");
+}
