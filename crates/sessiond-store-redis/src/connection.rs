@@ -253,6 +253,8 @@ pub(crate) fn store_error(e: redis::RedisError) -> sessiond_core::StoreError {
     if e.is_timeout() {
         return StoreError::Timeout;
     }
+    // Besides a Redis that is down or busy, a refused password or a missing ACL permission
+    // also means "the store cannot be used now": fail closed with 503, and /readyz says so.
     let transient_code = matches!(
         e.code(),
         Some(
@@ -266,8 +268,11 @@ pub(crate) fn store_error(e: redis::RedisError) -> sessiond_core::StoreError {
                 | "NOREPLICAS"
                 | "MOVED"
                 | "ASK"
+                | "WRONGPASS"
+                | "NOAUTH"
+                | "NOPERM"
         )
-    );
+    ) || e.kind() == redis::ErrorKind::AuthenticationFailed;
     if transient_code
         || e.is_io_error()
         || e.is_connection_dropped()
