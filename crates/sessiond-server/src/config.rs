@@ -202,6 +202,8 @@ pub struct RedisConfig {
     /// Replica acknowledgements create, rotate and revoke need before they answer (`WAIT`);
     /// with fewer they answer 503. 0: the primary is enough.
     pub min_replica_acks: usize,
+    /// PEM file of the certificate authorities trusted for `rediss` URLs; unset: the system's.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -211,6 +213,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_secs(1),
             replica_sync_timeout: Duration::from_millis(100),
             min_replica_acks: 0,
+            tls_ca_file: None,
         }
     }
 }
@@ -404,6 +407,11 @@ impl Config {
         }
         if self.redis.timeout.is_zero() {
             return invalid("redis.timeout", "must be greater than zero");
+        }
+        if let Some(ca) = &self.redis.tls_ca_file
+            && !ca.is_file()
+        {
+            return invalid("redis.tls_ca_file", "is not a readable file");
         }
         if self.redis.replica_sync_timeout < Duration::from_millis(1) {
             // `WAIT` with 0 ms would wait forever.

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use sessiond_core::{SessionStore, Sessions, SystemClock};
 use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
-use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
+use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
 use tokio::net::TcpListener;
 
 pub use app::app;
@@ -67,6 +67,12 @@ pub async fn run(
                 read_from_replicas: config.redis_read_from.as_deref() != Some("primary"),
                 replica_sync_timeout: config.redis.replica_sync_timeout,
                 min_replica_acks: config.redis.min_replica_acks,
+                tls_roots: TlsRoots(match &config.redis.tls_ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("reading redis.tls_ca_file {}", path.display())
+                    })?),
+                    None => None,
+                }),
                 ..RedisOptions::new(topology)
             };
             let store = RedisStore::connect(&options)

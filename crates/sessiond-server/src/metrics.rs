@@ -57,7 +57,7 @@ pub struct StoreLabels {
 /// Labels of a per-engine figure.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EngineLabels {
-    /// `embedded`, `standalone` or `cluster`.
+    /// `embedded`, `standalone`, `sentinel` or `cluster`.
     pub store: &'static str,
 }
 

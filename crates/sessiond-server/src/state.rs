@@ -18,7 +18,7 @@ pub struct App {
     pub api_keys: ApiKeys,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
-    /// Which engine serves (`embedded`, `standalone`, `cluster`), for logs and metrics.
+    /// Which engine serves (`embedded`, `standalone`, `sentinel`, `cluster`), for logs and metrics.
     pub engine: &'static str,
     /// Longest time a request may take before it is answered 503.
     pub request_timeout: Duration,

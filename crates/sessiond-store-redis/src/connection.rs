@@ -52,8 +52,13 @@ impl Topology {
             .split_once("://")
             .ok_or_else(|| invalid("missing scheme"))?;
         match scheme {
-            "redis" => Ok(Topology::Standalone(url.to_owned())),
-            "redis-cluster" => {
+            "redis" | "rediss" => Ok(Topology::Standalone(url.to_owned())),
+            "redis-cluster" | "rediss-cluster" => {
+                let node_scheme = if scheme == "rediss-cluster" {
+                    "rediss"
+                } else {
+                    "redis"
+                };
                 let (auth, hosts) = match rest.rsplit_once('@') {
                     Some((auth, hosts)) => (format!("{auth}@"), hosts),
                     None => (String::new(), rest),
@@ -62,17 +67,19 @@ impl Topology {
                 let nodes: Vec<String> = hosts
                     .split(',')
                     .filter(|h| !h.is_empty())
-                    .map(|h| format!("redis://{auth}{h}"))
+                    .map(|h| format!("{node_scheme}://{auth}{h}"))
                     .collect();
                 if nodes.is_empty() {
                     return Err(invalid("redis-cluster:// needs at least one host:port"));
                 }
                 Ok(Topology::Cluster(nodes))
             }
-            "rediss" | "rediss-cluster" | "rediss-sentinel" => {
-                Err(invalid("TLS (rediss) is not available in this build yet"))
-            }
-            "redis-sentinel" => {
+            "redis-sentinel" | "rediss-sentinel" => {
+                let node_scheme = if scheme == "rediss-sentinel" {
+                    "rediss"
+                } else {
+                    "redis"
+                };
                 let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let service = query
                     .split('&')
@@ -100,7 +107,7 @@ impl Topology {
                     ));
                 }
                 // Parse once now so a bad db or credential stops start-up.
-                let node_url = format!("redis://{auth}sentinel-resolved-host/{db}");
+                let node_url = format!("{node_scheme}://{auth}sentinel-resolved-host/{db}");
                 redis::Client::open(node_url.as_str())
                     .map_err(|_| invalid("the credentials or db of the data nodes are invalid"))?;
                 Ok(Topology::Sentinel {
@@ -150,17 +157,65 @@ impl std::fmt::Debug for Connection {
 
 /// Connection info of `host:port` with the credentials and db of `template`.
 pub(crate) fn node_info(template: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
-    template
-        .clone()
-        .set_addr(ConnectionAddr::Tcp(host.to_owned(), port))
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    template.clone().set_addr(addr)
+}
+
+/// Certificate authorities trusted for TLS to Redis: a PEM bundle, or the system's roots.
+#[derive(Clone, Default)]
+pub struct TlsRoots(pub Option<Vec<u8>>);
+
+impl std::fmt::Debug for TlsRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "TlsRoots(configured)"
+        } else {
+            "TlsRoots(system)"
+        })
+    }
+}
+
+impl TlsRoots {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: self.0.clone(),
+        }
+    }
+}
+
+/// A client for one node; TLS addresses trust `roots`.
+pub(crate) fn client(info: ConnectionInfo, roots: &TlsRoots) -> redis::RedisResult<redis::Client> {
+    match info.addr() {
+        ConnectionAddr::TcpTls { .. } => {
+            install_crypto_provider();
+            redis::Client::build_with_tls(info, roots.certificates())
+        }
+        _ => redis::Client::open(info),
+    }
+}
+
+/// rustls needs one process-wide crypto provider; sessiond uses ring.
+fn install_crypto_provider() {
+    // Fails only when a provider is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A self-reconnecting connection to one node, made lazily.
 pub(crate) fn managed(
     info: ConnectionInfo,
+    roots: &TlsRoots,
     timeout: Duration,
 ) -> Result<Connection, redis::RedisError> {
-    let client = redis::Client::open(info)?;
+    let client = client(info, roots)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -174,9 +229,10 @@ pub(crate) fn managed(
 /// One multiplexed connection to a node, established now.
 pub(crate) async fn multiplexed(
     info: ConnectionInfo,
+    roots: &TlsRoots,
     timeout: Duration,
 ) -> Result<Connection, redis::RedisError> {
-    let client = redis::Client::open(info)?;
+    let client = client(info, roots)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
@@ -190,9 +246,15 @@ pub(crate) async fn multiplexed(
 /// Connects to a cluster; it needs one reachable node to learn its slots.
 pub(crate) async fn cluster(
     nodes: &[String],
+    roots: &TlsRoots,
     timeout: Duration,
 ) -> Result<Connection, ConnectError> {
-    let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+    let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str));
+    if nodes.iter().any(|n| n.starts_with("rediss://")) {
+        install_crypto_provider();
+        builder = builder.certs(roots.certificates());
+    }
+    let client = builder
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .retries(3)
@@ -310,7 +372,11 @@ mod tests {
         };
         assert_eq!(sentinels, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
         assert_eq!(service, "m");
-        let e = Topology::parse("rediss://:secret@a:1").unwrap_err();
+        let e = Topology::parse("memcached://:secret@a:1").unwrap_err();
         assert!(!e.to_string().contains("secret"));
+        assert_eq!(
+            Topology::parse("rediss-cluster://a:1").unwrap(),
+            Topology::Cluster(vec!["rediss://a:1".into()])
+        );
     }
 }

@@ -43,7 +43,7 @@ use sessiond_core::{
     SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
-pub use connection::{ConnectError, Topology};
+pub use connection::{ConnectError, TlsRoots, Topology};
 
 use crate::codec::{decode, digits15, encode, version_hex};
 use crate::connection::{Connection, store_error};
@@ -76,6 +76,8 @@ pub struct RedisOptions {
     /// (`WAIT`); 0 answers once the primary has the write. Too few: the call fails with 503,
     /// and the write stays on the primary.
     pub min_replica_acks: usize,
+    /// Certificate authorities for `rediss` URLs (PEM); `None` trusts the system's roots.
+    pub tls_roots: TlsRoots,
 }
 
 impl RedisOptions {
@@ -89,6 +91,7 @@ impl RedisOptions {
             read_from_replicas: true,
             replica_sync_timeout: Duration::from_millis(100),
             min_replica_acks: 0,
+            tls_roots: TlsRoots::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("read_from_replicas", &self.read_from_replicas)
             .field("replica_sync_timeout", &self.replica_sync_timeout)
             .field("min_replica_acks", &self.min_replica_acks)
+            .field("tls_roots", &self.tls_roots)
             .finish()
     }
 }
@@ -145,6 +149,7 @@ impl RedisStore {
             ));
         }
         let replication = ReplicationOptions {
+            roots: options.tls_roots.clone(),
             read_from_replicas: options.read_from_replicas,
             sync_timeout: options.replica_sync_timeout,
             min_acks: options.min_replica_acks,
@@ -153,8 +158,9 @@ impl RedisStore {
         let backend = match &options.topology {
             Topology::Standalone(url) => {
                 let node = replication::node_template(url)?;
-                let primary = connection::managed(node.clone(), options.timeout)
-                    .map_err(ConnectError::Redis)?;
+                let primary =
+                    connection::managed(node.clone(), &options.tls_roots, options.timeout)
+                        .map_err(ConnectError::Redis)?;
                 Backend::Replicated(Replicated::start(
                     PrimarySource::Fixed(primary),
                     node,
@@ -171,6 +177,7 @@ impl RedisStore {
                     sentinels.clone(),
                     service.clone(),
                     node.clone(),
+                    options.tls_roots.clone(),
                     options.timeout,
                 );
                 Backend::Replicated(Replicated::start(
@@ -179,9 +186,14 @@ impl RedisStore {
                     replication,
                 ))
             }
-            Topology::Cluster(nodes) => {
-                Backend::Cluster(connection::cluster(nodes, options.timeout).await?)
+            Topology::Cluster(_) if options.min_replica_acks > 0 => {
+                return Err(ConnectError::InvalidUrl(
+                    "redis.min_replica_acks is not available on Cluster yet".into(),
+                ));
             }
+            Topology::Cluster(nodes) => Backend::Cluster(
+                connection::cluster(nodes, &options.tls_roots, options.timeout).await?,
+            ),
         };
         Ok(RedisStore {
             backend,

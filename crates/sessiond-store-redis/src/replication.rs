@@ -23,7 +23,7 @@ use redis::{ConnectionInfo, Value};
 use sessiond_core::StoreError;
 
 use crate::connection::{
-    ConnectError, Connection, managed, means_primary_moved, node_info, store_error,
+    ConnectError, Connection, TlsRoots, managed, means_primary_moved, node_info, store_error,
 };
 use crate::sentinel::SentinelPrimary;
 
@@ -49,8 +49,10 @@ struct Replica {
 }
 
 /// Settings of a replicated deployment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ReplicationOptions {
+    /// Trusted roots for TLS to replicas.
+    pub(crate) roots: TlsRoots,
     /// Read validations from replicas.
     pub(crate) read_from_replicas: bool,
     /// How long a write waits for replicas to acknowledge it.
@@ -179,7 +181,12 @@ impl Replicated {
         conn: &mut Connection,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let expected = self.replicas.read().map(|r| r.len()).unwrap_or(0);
+        // Fencing matters only when validations read from replicas.
+        let expected = if self.options.read_from_replicas {
+            self.replicas.read().map(|r| r.len()).unwrap_or(0)
+        } else {
+            0
+        };
         let needed = if durable { self.options.min_acks } else { 0 };
         if expected == 0 && needed == 0 {
             return Ok(());
@@ -291,6 +298,10 @@ impl Replicated {
         // it comes back, it is added again below, fenced until it has caught up.
         replicas.retain(|r| role.replicas.iter().any(|(a, _)| *a == r.addr));
         for r in replicas.iter_mut() {
+            // A replica fenced while no primary could be seen waits for the primary's offset.
+            if r.fence == Some(i64::MAX) {
+                r.fence = Some(role.offset);
+            }
             if let (Some(fence), Some((_, acked))) =
                 (r.fence, role.replicas.iter().find(|(a, _)| *a == r.addr))
                 && *acked >= fence
@@ -303,7 +314,11 @@ impl Replicated {
             if replicas.iter().any(|r| r.addr == *addr) {
                 continue;
             }
-            match managed(node_info(&self.node, &addr.0, addr.1), self.options.timeout) {
+            match managed(
+                node_info(&self.node, &addr.0, addr.1),
+                &self.options.roots,
+                self.options.timeout,
+            ) {
                 Ok(conn) => {
                     // A replica joins readable only when it has everything written so far.
                     let fence = (*acked < role.offset).then_some(role.offset);

@@ -21,8 +21,17 @@ local function live(h, now)
 end
 ";
 
+/// A script that may grow memory: with a shebang and no `allow-oom` flag, Redis refuses it
+/// whole when `maxmemory` is reached, so a full Redis fails creates loudly (503) instead of
+/// half-running them.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{LIVE}{body}"))
+    Script::new(&format!("#!lua\n{LIVE}{body}"))
+}
+
+/// A script that only removes data: it must keep working on a full Redis, where ending
+/// sessions is what frees memory.
+fn freeing_script(body: &str) -> Script {
+    Script::new(&format!("#!lua flags=allow-oom\n{LIVE}{body}"))
 }
 
 /// Records activity. KEYS: record. ARGV: at (15 digits).
@@ -136,7 +145,7 @@ return {1, redis.call('GET', KEYS[1])}
 /// this shard, session id.
 /// Returns 0 absent, 1 removed (was expired), 2 removed (was live).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    freeing_script(
         r"
 local r = redis.call('GET', KEYS[1])
 if not r then return 0 end
@@ -153,7 +162,7 @@ return 1
 /// ARGV: now ms, record key prefix of this shard.
 /// Returns the records (the caller filters by liveness).
 pub(crate) static LIST_USER: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    freeing_script(
         r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {}
@@ -175,7 +184,7 @@ return out
 /// of this shard, session id to keep (or empty), batch size.
 /// Returns {live sessions removed, 1 if more remain else 0}.
 pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    freeing_script(
         r"
 local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[4])

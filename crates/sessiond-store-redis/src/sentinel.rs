@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::{ConnectionInfo, Value};
 use sessiond_core::StoreError;
 
-use crate::connection::{Connection, multiplexed, node_info};
+use crate::connection::{Connection, TlsRoots, multiplexed, node_info};
 
 /// Timeout of one question to one sentinel.
 const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -37,6 +37,7 @@ pub(crate) struct SentinelPrimary {
     sentinels: Mutex<Vec<(String, u16)>>,
     service: String,
     node: ConnectionInfo,
+    roots: TlsRoots,
     current: Mutex<Option<Connection>>,
     /// One resolution at a time; callers that wait for it share its result.
     resolving: tokio::sync::Mutex<()>,
@@ -48,12 +49,14 @@ impl SentinelPrimary {
         sentinels: Vec<(String, u16)>,
         service: String,
         node: ConnectionInfo,
+        roots: TlsRoots,
         timeout: Duration,
     ) -> Self {
         SentinelPrimary {
             sentinels: Mutex::new(sentinels),
             service,
             node,
+            roots,
             current: Mutex::new(None),
             resolving: tokio::sync::Mutex::new(()),
             timeout,
@@ -104,9 +107,13 @@ impl SentinelPrimary {
 
     async fn resolve(&self) -> Result<Connection, ResolveError> {
         let (host, port) = self.ask_sentinels().await?;
-        let mut conn = multiplexed(node_info(&self.node, &host, port), self.timeout)
-            .await
-            .map_err(|_| ResolveError::NotPrimary)?;
+        let mut conn = multiplexed(
+            node_info(&self.node, &host, port),
+            &self.roots,
+            self.timeout,
+        )
+        .await
+        .map_err(|_| ResolveError::NotPrimary)?;
         let role: Value =
             tokio::time::timeout(self.timeout, redis::cmd("ROLE").query_async(&mut conn))
                 .await
@@ -130,12 +137,14 @@ impl SentinelPrimary {
             .clone();
         let mut unknown = false;
         for (i, (host, port)) in sentinels.iter().enumerate() {
-            let Ok(info) = redis::IntoConnectionInfo::into_connection_info(
+            // Sentinels speak TLS when the data nodes do; they have no credentials or db.
+            let Ok(plain) = redis::IntoConnectionInfo::into_connection_info(
                 redis::ConnectionAddr::Tcp(host.clone(), *port),
             ) else {
                 continue;
             };
-            let Ok(mut conn) = multiplexed(info, SENTINEL_TIMEOUT).await else {
+            let info = node_info(&plain.set_addr(self.node.addr().clone()), host, *port);
+            let Ok(mut conn) = multiplexed(info, &self.roots, SENTINEL_TIMEOUT).await else {
                 continue;
             };
             let answer = tokio::time::timeout(

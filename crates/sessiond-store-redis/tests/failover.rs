@@ -1,5 +1,5 @@
 //! Sentinel failover under load: `kill -9` of the primary while validations and creates run,
-//! with `down-after-milliseconds` 1000 (the fixture's and `deploy/redis`'s timing).
+//! with `down-after-milliseconds` 1000 (the fixture's timing; `deploy/redis` uses 5000).
 //!
 //! Each test runs the same scenario on a deployment of its own and asserts one property.
 #![allow(

@@ -85,8 +85,9 @@ impl RedisServer {
         panic!("redis-server did not find a free port in 5 tries");
     }
 
-    /// A sentinel monitoring the primary on `primary_port` as `mymaster` (quorum 2), with the
-    /// timings of `deploy/redis`: down after 1 s, failover timeout 5 s.
+    /// A sentinel monitoring the primary on `primary_port` as `mymaster` (quorum 2), with
+    /// timings faster than `deploy/redis`'s (down after 1 s, failover timeout 5 s), so that
+    /// failover tests finish quickly.
     pub fn sentinel(primary_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let mut server = RedisServer {
@@ -191,6 +192,94 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A server that also speaks TLS on a second port, with a certificate for `127.0.0.1` and
+    /// `localhost` issued by a fresh CA (made with the `openssl` command). Returns the server,
+    /// its `rediss://` URL and the CA certificate in PEM.
+    pub fn start_tls() -> (Self, String, Vec<u8>) {
+        let certs = tempfile::tempdir().expect("create a temporary directory");
+        let dir = certs.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl ({e}); run scripts/test"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sessiond-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("write the extension file");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let tls_port = free_port(false).to_string();
+        let path = |f: &str| dir.join(f).display().to_string();
+        let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let pem = std::fs::read(dir.join("ca.crt")).expect("read the CA certificate");
+        // The server read its files at start-up; the directory may go.
+        drop(certs);
+        (server, format!("rediss://127.0.0.1:{tls_port}"), pem)
     }
 
     /// Stops the process with SIGSTOP (it keeps its connections but answers nothing).
