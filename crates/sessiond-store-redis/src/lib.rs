@@ -150,6 +150,7 @@ impl RedisStore {
         }
         let replication = ReplicationOptions {
             roots: options.tls_roots.clone(),
+            fence_prefix: format!("{}fence:", options.key_prefix),
             read_from_replicas: options.read_from_replicas,
             sync_timeout: options.replica_sync_timeout,
             min_acks: options.min_replica_acks,

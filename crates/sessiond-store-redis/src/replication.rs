@@ -8,10 +8,12 @@
 //!   on an error.
 //! - After every write but a touch, `WAIT` asks every replica to acknowledge it. A replica
 //!   that does not acknowledge within the sync timeout is *fenced*: no read goes to it until
-//!   its acknowledged offset reaches the primary's offset at that write. So once a logout,
-//!   revoke or rotation has answered, no replica this process reads from still holds the old
-//!   session. (A replica lagging past the sync timeout is fenced only in the process that saw
-//!   it lag; `docs/design.md` discusses the window this leaves between processes.)
+//!   its acknowledged offset reaches the write's. The fence is also recorded on the primary
+//!   (`<prefix>fence:<host>:<port>`), where every other sessiond process's refresher reads it,
+//!   and the write waits one refresh interval before it answers. So once a logout, revoke or
+//!   rotation has answered, no replica any sessiond process reads from still holds the old
+//!   session (a process whose refresher has stalled for longer than that is the exception;
+//!   `docs/design.md` discusses it).
 //! - A background task refreshes the replica list from `ROLE` on the primary every
 //!   [`REFRESH_INTERVAL`], connects new replicas, drops departed ones and lifts fences.
 
@@ -25,10 +27,19 @@ use sessiond_core::StoreError;
 use crate::connection::{
     ConnectError, Connection, TlsRoots, managed, means_primary_moved, node_info, store_error,
 };
+use crate::scripts::FENCE;
 use crate::sentinel::SentinelPrimary;
 
 /// How often replicas are rediscovered and fences re-checked.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a write that fenced a replica waits before it answers, so that every other
+/// sessiond process's refresher has read the shared fence record (one refresh and a margin).
+const FENCE_PROPAGATION: Duration = Duration::from_millis(250);
+
+/// How long a shared fence record lives: far longer than any refresh interval, so every
+/// process reads it; each then keeps its own fence until the replica catches up.
+const FENCE_RECORD_TTL_MS: u64 = 60_000;
 
 /// Where the primary comes from.
 #[derive(Debug)]
@@ -53,6 +64,8 @@ struct Replica {
 pub(crate) struct ReplicationOptions {
     /// Trusted roots for TLS to replicas.
     pub(crate) roots: TlsRoots,
+    /// Key prefix of the shared fence records (`<prefix>fence:<host>:<port>`).
+    pub(crate) fence_prefix: String,
     /// Read validations from replicas.
     pub(crate) read_from_replicas: bool,
     /// How long a write waits for replicas to acknowledge it.
@@ -237,22 +250,54 @@ impl Replicated {
             0 => role.offset,
             n => offsets.get(n - 1).copied().unwrap_or(role.offset),
         };
-        let mut replicas = self
-            .replicas
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in replicas.iter_mut() {
-            let acked = role
+        let mut fenced = Vec::new();
+        {
+            let mut replicas = self
                 .replicas
-                .iter()
-                .find(|(a, _)| *a == r.addr)
-                .map(|(_, o)| *o);
-            if acked.is_none_or(|o| o < target) {
-                tracing::warn!(replica = %format!("{}:{}", r.addr.0, r.addr.1), "replica did not acknowledge a write in time; not reading from it until it catches up");
-                r.fence = Some(r.fence.map_or(target, |f| f.max(target)));
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for r in replicas.iter_mut() {
+                let acked = role
+                    .replicas
+                    .iter()
+                    .find(|(a, _)| *a == r.addr)
+                    .map(|(_, o)| *o);
+                if acked.is_none_or(|o| o < target) {
+                    tracing::warn!(replica = %format!("{}:{}", r.addr.0, r.addr.1), "replica did not acknowledge a write in time; not reading from it until it catches up");
+                    r.fence = Some(r.fence.map_or(target, |f| f.max(target)));
+                    fenced.push(r.addr.clone());
+                }
             }
         }
+        if fenced.is_empty() {
+            return Ok(());
+        }
+        // Tell every other sessiond process: a record on the primary that their refreshers
+        // read, then wait until they have, so no process reads the lagging replica after this
+        // write has been acknowledged.
+        for addr in &fenced {
+            let key = self.fence_key(addr);
+            let published = tokio::time::timeout(
+                self.options.timeout,
+                FENCE
+                    .key(key)
+                    .arg(target)
+                    .arg(FENCE_RECORD_TTL_MS)
+                    .invoke_async::<i64>(conn),
+            )
+            .await;
+            if !matches!(published, Ok(Ok(_))) {
+                return Err(StoreError::unavailable(
+                    "could not record a replica fence on the primary",
+                ));
+            }
+        }
+        tokio::time::sleep(FENCE_PROPAGATION).await;
         Ok(())
+    }
+
+    fn fence_key(&self, addr: &(String, u16)) -> String {
+        format!("{}{}:{}", self.options.fence_prefix, addr.0, addr.1)
     }
 
     fn fence_all(&self, offset: i64) {
@@ -290,10 +335,36 @@ impl Replicated {
             }
             return;
         };
+        // Fences other processes recorded (see `fence_laggards`).
+        let shared: Vec<Option<i64>> = if role.replicas.is_empty() {
+            Vec::new()
+        } else {
+            let keys: Vec<String> = role
+                .replicas
+                .iter()
+                .map(|(a, _)| self.fence_key(a))
+                .collect();
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(keys);
+            match tokio::time::timeout(self.options.timeout, cmd.query_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                // Without the shared fences this refresh would be blind to them: skip it.
+                _ => return,
+            }
+        };
         let mut replicas = self
             .replicas
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((addr, acked), fence) in role.replicas.iter().zip(&shared) {
+            let Some(fence) = *fence else { continue };
+            if *acked >= fence {
+                continue;
+            }
+            if let Some(r) = replicas.iter_mut().find(|r| r.addr == *addr) {
+                r.fence = Some(r.fence.map_or(fence, |f| f.max(fence)));
+            }
+        }
         // A replica the primary no longer lists is not replicating: stop reading from it. If
         // it comes back, it is added again below, fenced until it has caught up.
         replicas.retain(|r| role.replicas.iter().any(|(a, _)| *a == r.addr));

@@ -207,3 +207,17 @@ return {removed, more}
 ",
     )
 });
+
+/// Records that a replica must reach an offset before any process reads from it again.
+/// KEYS: the fence record. ARGV: the offset, the record's TTL in ms. Keeps the larger offset.
+pub(crate) static FENCE: LazyLock<Script> = LazyLock::new(|| {
+    freeing_script(
+        r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+",
+    )
+});

@@ -25,6 +25,7 @@ const ACL: &[&str] = &[
     "resetchannels",
     "-@all",
     "+get",
+    "+mget",
     "+set",
     "+getrange",
     "+setrange",

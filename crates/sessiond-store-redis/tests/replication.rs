@@ -174,3 +174,43 @@ async fn durable_writes_fail_with_too_few_replica_acknowledgements() {
         .await
         .expect("acknowledged again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sessiond_process_refuses_the_revoked_token_at_once_too() {
+    let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
+        .await
+        .expect("start redis");
+    // Two stores on one deployment: two sessiond processes behind one gateway.
+    let (_revoker_store, revoker) = connect(&data.url(), 0, 2).await;
+    let (other_store, other) = connect(&data.url(), 0, 2).await;
+    let issued = revoker
+        .create(new_session("user_two"))
+        .await
+        .expect("create");
+    other
+        .authenticate(&issued.token)
+        .await
+        .expect("the other process validates it");
+
+    link.pause();
+    assert!(revoker.revoke(&issued.record.id).await.expect("revoke"));
+    assert!(
+        replica_holds(&data, 1, issued.record.id.as_str()),
+        "the lagging replica still has the session"
+    );
+    for _ in 0..100 {
+        assert!(
+            matches!(
+                other.authenticate(&issued.token).await,
+                Err(SessionError::Unauthenticated)
+            ),
+            "another process accepted a revoked token while a replica lagged"
+        );
+    }
+    assert!(
+        other_store.readable_replicas() <= 1,
+        "the other process fenced the replica too"
+    );
+    link.resume();
+    wait_readable(&other_store, 2).await;
+}
