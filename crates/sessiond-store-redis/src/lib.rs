@@ -48,7 +48,7 @@ pub use connection::{ConnectError, TlsRoots, Topology};
 use crate::codec::{decode, digits15, encode, version_hex};
 use crate::connection::{Connection, store_error};
 use crate::keys::Keys;
-use crate::replication::{PrimarySource, Replicated, ReplicationOptions};
+use crate::replication::{FixedPrimary, PrimarySource, Replicated, ReplicationOptions};
 use crate::sentinel::SentinelPrimary;
 
 /// Pause between read attempts when every node failed.
@@ -160,10 +160,9 @@ impl RedisStore {
             Topology::Standalone(url) => {
                 let node = replication::node_template(url)?;
                 let primary =
-                    connection::managed(node.clone(), &options.tls_roots, options.timeout)
-                        .map_err(ConnectError::Redis)?;
+                    FixedPrimary::new(node.clone(), options.tls_roots.clone(), options.timeout);
                 Backend::Replicated(Replicated::start(
-                    PrimarySource::Fixed(primary),
+                    PrimarySource::Fixed(Box::new(primary)),
                     node,
                     replication,
                 ))
