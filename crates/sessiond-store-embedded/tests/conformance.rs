@@ -10,109 +10,19 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTableMetadata, TableDefinition};
-use serde_json::{Map, Value, json};
-use sessiond_core::{
-    CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord, SessionStore,
-    StoreError, Timestamp, UpdateOutcome, UserId,
-};
+use serde_json::json;
+use sessiond_core::{CreateOutcome, SessionId, SessionRecord, SessionStore, UpdateOutcome};
 use sessiond_store_embedded::{DATABASE_FILE, EmbeddedOptions, EmbeddedStore, OpenError};
 use sessiond_testkit::conformance::{NO_LIMIT, at, fresh_user, object, record, record_with_idle};
-use tempfile::TempDir;
-
-/// An embedded store in a temporary directory of its own, removed when the store is done.
-#[derive(Debug)]
-struct TempStore {
-    // Declared before the directory so the database is closed before its directory goes.
-    store: EmbeddedStore,
-    _dir: TempDir,
-}
-
-#[async_trait]
-impl SessionStore for TempStore {
-    async fn create(
-        &self,
-        record: &SessionRecord,
-        limit: SessionLimit,
-        now: Timestamp,
-    ) -> Result<CreateOutcome, StoreError> {
-        self.store.create(record, limit, now).await
-    }
-
-    async fn load(
-        &self,
-        id: &SessionId,
-        now: Timestamp,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        self.store.load(id, now).await
-    }
-
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        self.store.touch(id, at).await
-    }
-
-    async fn update_data(
-        &self,
-        id: &SessionId,
-        expected_version: u64,
-        user_data: &Map<String, Value>,
-        now: Timestamp,
-    ) -> Result<UpdateOutcome, StoreError> {
-        self.store
-            .update_data(id, expected_version, user_data, now)
-            .await
-    }
-
-    async fn rotate(
-        &self,
-        id: &SessionId,
-        expected: &SecretHash,
-        replacement: &SecretHash,
-        now: Timestamp,
-    ) -> Result<RotateOutcome, StoreError> {
-        self.store.rotate(id, expected, replacement, now).await
-    }
-
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
-        self.store.delete(id, now).await
-    }
-
-    async fn list_user(
-        &self,
-        user: &UserId,
-        now: Timestamp,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.store.list_user(user, now).await
-    }
-
-    async fn delete_user(
-        &self,
-        user: &UserId,
-        except: Option<&SessionId>,
-        now: Timestamp,
-    ) -> Result<u64, StoreError> {
-        self.store.delete_user(user, except, now).await
-    }
-
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        self.store.count().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
-
-    async fn close(&self) -> Result<(), StoreError> {
-        self.store.close().await
-    }
-}
+use sessiond_testkit::guarded::Guarded;
 
 /// A fresh, empty embedded store (the conformance suite's factory).
 async fn embedded() -> Arc<dyn SessionStore> {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let store = open(dir.path());
-    Arc::new(TempStore { store, _dir: dir })
+    // The store is dropped before its directory.
+    Guarded::wrap(Arc::new(store), dir)
 }
 
 fn open(dir: &Path) -> EmbeddedStore {
