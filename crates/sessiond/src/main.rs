@@ -3,6 +3,7 @@
 //! This binary stays thin: it parses the command line, sets up logging, binds the listener
 //! and hands over to `sessiond_server::run`.
 
+mod bench;
 mod logging;
 mod serve;
 
@@ -22,12 +23,16 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (on the embedded store unless Redis is configured).
     Serve(serve::Opts),
+    /// Measure a running sessiond: requests per second and latency of validate, create and
+    /// patch, closed loop or at a fixed rate.
+    Bench(bench::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(opts) => serve::run(opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }
 

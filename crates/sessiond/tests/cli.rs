@@ -222,6 +222,107 @@ async fn serves_from_redis_when_sessiond_redis_url_is_set() {
     assert!(!output.contains(&token));
 }
 
+/// Runs `sessiond bench` with `args` against `server` and returns the JSON it printed.
+fn bench(server: &Server, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["bench", "--json", "--url", &server.base, "--api-key", KEY])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench prints one JSON object")
+}
+
+#[test]
+fn bench_measures_a_running_sessiond_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("SESSIOND_API_KEYS", KEY)]);
+
+    // Closed loop, a mix of every operation, two seconds.
+    let r = bench(
+        &server,
+        &[
+            "-d",
+            "2",
+            "-c",
+            "4",
+            "--sessions",
+            "40",
+            "--mix",
+            "validate=8,create=1,patch=1",
+        ],
+    );
+    assert_eq!(r["mode"], "closed");
+    let requests = r["requests"].as_u64().unwrap();
+    assert!(requests > 100, "a 2 s run makes requests: {r}");
+    assert_eq!(
+        r["ok"].as_u64().unwrap(),
+        requests,
+        "no errors against a healthy sessiond: {r}"
+    );
+    assert!(r["errors"].as_object().unwrap().is_empty());
+    let duration = r["duration_s"].as_f64().unwrap();
+    assert!(
+        (1.9..4.0).contains(&duration),
+        "stops by itself after about 2 s: {duration}"
+    );
+    let l = &r["latency_ms"];
+    let (p50, p99, max) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= max,
+        "ordered percentiles: {l}"
+    );
+    for op in ["validate", "create", "patch"] {
+        assert!(
+            r["operations"][op]["requests"].as_u64().unwrap() > 0,
+            "{op} ran: {r}"
+        );
+    }
+
+    // Open loop at a fixed rate sends what it was asked to, no more.
+    let r = bench(
+        &server,
+        &["-d", "2", "-c", "4", "--sessions", "10", "--rate", "200"],
+    );
+    assert_eq!(r["mode"], "open");
+    let requests = r["requests"].as_u64().unwrap();
+    assert!(
+        (360..=400).contains(&requests),
+        "200 req/s for 2 s: {requests}"
+    );
+
+    // A count bound stops the run before its duration.
+    let r = bench(
+        &server,
+        &["-d", "30", "-c", "2", "--sessions", "5", "-n", "50"],
+    );
+    assert_eq!(r["requests"].as_u64().unwrap(), 50);
+
+    // A wrong key is a clear error, not a run full of 401s.
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args([
+            "bench",
+            "--url",
+            &server.base,
+            "--api-key",
+            "wrong-key-0123456789",
+            "-d",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-key"));
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +360,25 @@ fn help_and_version() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let bench_help = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&bench_help.stdout);
+    for flag in [
+        "--url",
+        "--api-key",
+        "--mix",
+        "--sessions",
+        "--connections",
+        "--duration",
+        "--requests",
+        "--rate",
+        "--timeout",
+        "--json",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from bench --help");
+    }
     let serve_help = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["serve", "--help"])
         .output()
