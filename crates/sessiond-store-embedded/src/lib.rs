@@ -174,8 +174,12 @@ impl SessionStore for EmbeddedStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let id = id.clone();
-        self.blocking(move |s| ops::load(s, &id, now)).await
+        // The hot path. A read transaction never waits for the writer (redb is MVCC) and reads
+        // pages redb keeps cached, so it runs here, without the blocking pool's thread hop.
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::unavailable("the embedded store is closed"));
+        }
+        ops::load(&self.shared, id, now)
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {

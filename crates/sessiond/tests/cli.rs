@@ -51,12 +51,14 @@ impl Server {
                     self.output()
                 );
             }
-            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+            // The listener is bound before start-up finishes (the store opens, the API key is
+            // generated), so wait for an answer, not for a connection.
+            if healthz(self.base.trim_start_matches("http://")) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("sessiond did not start listening within 20 s");
+        panic!("sessiond did not answer /healthz within 20 s");
     }
 
     /// Everything the process printed (after it exited or was killed).
@@ -77,6 +79,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `GET /healthz` at `addr` answers 200.
+fn healthz(addr: &str) -> bool {
+    use std::io::Write as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
 }
 
 fn free_port() -> u16 {
