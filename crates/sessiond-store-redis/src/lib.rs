@@ -270,28 +270,45 @@ impl RedisStore {
         let Backend::Replicated(r) = &self.backend else {
             return self.call(|mut c| async move { c.get(key).await }).await;
         };
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.timeout;
+        let mut last = None;
         loop {
+            let (mut missed, mut replicas_failed) = (false, false);
             if r.reads_from_replicas() {
                 for mut conn in r.readable_replicas() {
                     match self.timed(conn.get::<_, Option<Vec<u8>>>(&key)).await {
                         Ok(Some(v)) => return Ok(Some(v)),
                         // A miss may be a write the replica has not received yet: ask the
                         // primary.
-                        Ok(None) => break,
-                        Err(_) => continue,
+                        Ok(None) => {
+                            missed = true;
+                            break;
+                        }
+                        Err(e) => {
+                            replicas_failed = true;
+                            last = Some(store_error(e));
+                        }
                     }
                 }
             }
-            let k = key.clone();
-            match self.call(|mut c| async move { c.get(k).await }).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_unavailable() => {
-                    if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                        return Err(e);
-                    }
+            // Replicas that fail are usually reconnecting (Sentinel kills their clients during
+            // a failover), while a primary that fails at the same time can take the whole
+            // budget to find again. So while replicas fail, retry them for half the budget
+            // before asking the primary.
+            let ask_primary = missed
+                || !replicas_failed
+                || tokio::time::Instant::now() >= start + self.timeout / 2;
+            if ask_primary {
+                let k = key.clone();
+                match self.call(|mut c| async move { c.get(k).await }).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) if e.is_unavailable() => last = Some(e),
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(last.unwrap_or(StoreError::Timeout));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
