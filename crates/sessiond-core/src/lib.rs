@@ -29,7 +29,7 @@ pub mod time;
 pub mod token;
 
 pub use error::StoreError;
-pub use id::{IdError, SessionId, UserId};
+pub use id::{IdError, SessionId, Shard, UserId};
 pub use policy::{AtCap, DataLimits, Policy, SessionLimit};
 pub use record::SessionRecord;
 pub use service::{Issued, NewSession, SessionError, Sessions};

@@ -1,16 +1,20 @@
 //! The key schema (see `docs/design.md`, "Redis engine").
 //!
-//! - `<prefix>s:{<shard>}<sessionId>`: the record (a string, see `codec`), with a native TTL at
+//! - `<prefix>s:{<shard>}<member>`: the record (a string, see `codec`), with a native TTL at
 //!   the session's expiry.
-//! - `<prefix>u:{<shard>}<userId>`: the user's index, a sorted set of session ids scored by
-//!   absolute expiry, with a TTL at its longest-lived entry.
+//! - `<prefix>u:{<shard>}<userId>`: the user's index, a sorted set of members scored by
+//!   absolute expiry in whole seconds (rounded up), with a TTL at its longest-lived entry.
+//!
+//! A session's *member* is its id without the `sess_` prefix and the shard: both are already
+//! in the key, and every byte of a key name is paid for in every session's memory. Seconds
+//! keep the score a 32-bit integer, which Redis packs in 5 bytes instead of 9.
 //!
 //! `{<shard>}` is the Redis Cluster hash tag: the shard is derived from the user id and is the
 //! first part of every session id issued for that user, so a record and its user's index are
 //! always in one slot, and a key can be found from the session id alone. Ids are validated
 //! before they get here, so they contain no `{`, `}`, `*` or other characters with a meaning.
 
-use sessiond_core::{SessionId, UserId};
+use sessiond_core::{SessionId, Shard, Timestamp, UserId};
 
 /// Key names under a fixed prefix.
 #[derive(Debug, Clone)]
@@ -37,7 +41,7 @@ impl Keys {
 
     pub(crate) fn record(&self, id: &SessionId) -> String {
         let mut k = self.record_prefix(id.shard().as_str());
-        k.push_str(id.as_str());
+        k.push_str(member(id));
         k
     }
 
@@ -46,6 +50,29 @@ impl Keys {
         k.push_str(user.as_str());
         k
     }
+}
+
+/// The part of a session id that names it within its shard.
+pub(crate) fn member(id: &SessionId) -> &str {
+    id.as_str()
+        .get(SessionId::PREFIX.len() + 2..)
+        .unwrap_or_default()
+}
+
+/// The session id an index member of `shard` stands for.
+pub(crate) fn id_from_member(shard: Shard, member: &[u8]) -> Option<SessionId> {
+    let member = std::str::from_utf8(member).ok()?;
+    SessionId::parse(&format!("{}{}{member}", SessionId::PREFIX, shard.as_str())).ok()
+}
+
+/// A score of the index: an absolute expiry in whole seconds, rounded up.
+pub(crate) fn score(expires_at: Timestamp) -> u64 {
+    expires_at.as_millis().div_ceil(1000)
+}
+
+/// The score at or below which an index entry has expired at `now`.
+pub(crate) fn expired_score(now: Timestamp) -> u64 {
+    now.as_millis() / 1000
 }
 
 #[cfg(test)]
@@ -61,6 +88,16 @@ mod tests {
         let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
         assert_eq!(tag(&keys.record(&id)), tag(&keys.index(&user)));
         assert!(keys.record(&id).starts_with("sd:s:{"));
+        assert_eq!(keys.record(&id).len(), "sd:s:{}".len() + 16);
         assert!(keys.index(&user).ends_with("}user_12345"));
+        assert_eq!(id_from_member(id.shard(), member(&id).as_bytes()), Some(id));
+        assert_eq!(id_from_member(user.shard(), b"short"), None);
+    }
+
+    #[test]
+    fn scores_round_expiry_up_and_now_down() {
+        assert_eq!(score(Timestamp::from_millis(1_000)), 1);
+        assert_eq!(score(Timestamp::from_millis(1_001)), 2);
+        assert_eq!(expired_score(Timestamp::from_millis(1_999)), 1);
     }
 }

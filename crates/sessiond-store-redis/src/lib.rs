@@ -45,9 +45,10 @@ use sessiond_core::{
 
 pub use connection::{ConnectError, TlsRoots, Topology};
 
-use crate::codec::{decode, digits15, encode, version_hex};
+use crate::codec::{decode, encode, encode_object, parse_version, u48, version_bytes};
 use crate::connection::{Connection, store_error};
 use crate::keys::Keys;
+use crate::keys::{expired_score, id_from_member, member, score};
 use crate::replication::{FixedPrimary, PrimarySource, Replicated, ReplicationOptions};
 use crate::sentinel::SentinelPrimary;
 
@@ -315,10 +316,6 @@ impl RedisStore {
     }
 }
 
-fn now_arg(t: Timestamp) -> String {
-    digits15(t.as_millis())
-}
-
 fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
@@ -368,8 +365,8 @@ impl SessionStore for RedisStore {
                     .key(self.keys.index(&record.user_id))
                     .arg(value)
                     .arg(ttl_ms(record, now))
-                    .arg(record.absolute_expires_at.as_millis())
-                    .arg(record.id.as_str())
+                    .arg(score(record.absolute_expires_at))
+                    .arg(member(&record.id))
                     .arg(now.as_millis())
                     .arg(limit.max_per_user.unwrap_or(0))
                     .arg(if limit.at_cap == AtCap::Reject {
@@ -378,6 +375,7 @@ impl SessionStore for RedisStore {
                         "e"
                     })
                     .arg(self.keys.record_prefix(shard.as_str()))
+                    .arg(expired_score(now))
                     .invoke_async(&mut c)
                     .await
             })
@@ -389,8 +387,7 @@ impl SessionStore for RedisStore {
                 let evicted = reply[1..]
                     .iter()
                     .filter_map(bytes)
-                    .filter_map(|b| std::str::from_utf8(b).ok())
-                    .filter_map(|s| SessionId::parse(s).ok())
+                    .filter_map(|m| id_from_member(shard, m))
                     .collect();
                 Ok(CreateOutcome::Created { evicted })
             }
@@ -418,7 +415,8 @@ impl SessionStore for RedisStore {
             .call(|mut c| async move {
                 scripts::TOUCH
                     .key(self.keys.record(id))
-                    .arg(now_arg(at))
+                    .arg(at.as_millis())
+                    .arg(&u48(at.as_millis())[..])
                     .invoke_async(&mut c)
                     .await
             })
@@ -433,18 +431,21 @@ impl SessionStore for RedisStore {
         user_data: &Map<String, Json>,
         now: Timestamp,
     ) -> Result<UpdateOutcome, StoreError> {
-        let data = serde_json::to_vec(user_data).map_err(StoreError::internal)?;
-        let next = expected_version
-            .checked_add(1)
-            .ok_or_else(|| StoreError::internal("version overflow"))?;
+        let data = encode_object(user_data)?;
+        let expected = version_bytes(expected_version)?;
+        let next = version_bytes(
+            expected_version
+                .checked_add(1)
+                .ok_or_else(|| StoreError::internal("version overflow"))?,
+        )?;
         let reply: Vec<Value> = self
             .call_reaching(Reach::Visible, |mut c| async move {
                 scripts::UPDATE_DATA
                     .key(self.keys.record(id))
-                    .arg(version_hex(expected_version))
+                    .arg(&expected[..])
                     .arg(now.as_millis())
                     .arg(data)
-                    .arg(version_hex(next))
+                    .arg(&next[..])
                     .invoke_async(&mut c)
                     .await
             })
@@ -452,10 +453,7 @@ impl SessionStore for RedisStore {
         match (reply.first().and_then(int), reply.get(1).and_then(bytes)) {
             (Some(0), _) => Ok(UpdateOutcome::NotFound),
             (Some(2), Some(v)) => {
-                let current = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .ok_or_else(unexpected)?;
+                let current = parse_version(v).ok_or_else(unexpected)?;
                 Ok(UpdateOutcome::VersionMismatch { current })
             }
             (Some(1), Some(r)) => Ok(UpdateOutcome::Updated(decode(id, r)?)),
@@ -496,7 +494,7 @@ impl SessionStore for RedisStore {
                     .key(self.keys.record(id))
                     .arg(now.as_millis())
                     .arg(self.keys.index_prefix(id.shard().as_str()))
-                    .arg(id.as_str())
+                    .arg(member(id))
                     .invoke_async(&mut c)
                     .await
             })
@@ -513,7 +511,7 @@ impl SessionStore for RedisStore {
             .call(|mut c| async move {
                 scripts::LIST_USER
                     .key(self.keys.index(user))
-                    .arg(now.as_millis())
+                    .arg(expired_score(now))
                     .arg(self.keys.record_prefix(user.shard().as_str()))
                     .invoke_async(&mut c)
                     .await
@@ -524,10 +522,7 @@ impl SessionStore for RedisStore {
             let (Some(id), Some(value)) = (bytes(&pair[0]), bytes(&pair[1])) else {
                 return Err(unexpected());
             };
-            let id = std::str::from_utf8(id)
-                .ok()
-                .and_then(|s| SessionId::parse(s).ok())
-                .ok_or_else(unexpected)?;
+            let id = id_from_member(user.shard(), id).ok_or_else(unexpected)?;
             let record = decode(&id, value)?;
             if record.is_live(now) {
                 out.push(record);
@@ -542,7 +537,7 @@ impl SessionStore for RedisStore {
         except: Option<&SessionId>,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let keep = except.map(SessionId::as_str).unwrap_or("");
+        let keep = except.map(member).unwrap_or("");
         let mut total = 0u64;
         loop {
             let reply: Vec<i64> = self

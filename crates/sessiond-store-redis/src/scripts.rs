@@ -1,7 +1,7 @@
 //! The server-side scripts that make each multi-step change atomic on every topology.
 //!
 //! Each script reads the record header at fixed offsets (see `codec`; Lua strings are
-//! 1-based, so header bytes 1..16 are `string.sub(h, 2, 16)`). Scripts never build Lua from
+//! 1-based, so header bytes 1..7 are `string.sub(h, 2, 7)`). Scripts never build Lua from
 //! input: ids and values arrive as `KEYS`/`ARGV`. Keys a script derives from an index entry
 //! (`ARGV` prefix plus member) share the declared keys' hash tag, so they are in the same
 //! Cluster slot.
@@ -10,14 +10,17 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Shared Lua: whether the header `h` describes a session live at `now`.
+/// Shared Lua: `u48(s, i)` reads the 48-bit big-endian number at 1-based offset `i` (exact:
+/// Lua numbers are doubles), and `live(h, now)` says whether the header `h` describes a
+/// session live at `now`.
 const LIVE: &str = r"
+local function u48(s, i)
+  local a, b, c, d, e, f = string.byte(s, i, i + 5)
+  return ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f
+end
 local function live(h, now)
-  if string.len(h) < 46 then return false end
-  local la = tonumber(string.sub(h, 2, 16))
-  local idle = tonumber(string.sub(h, 17, 31))
-  local abs = tonumber(string.sub(h, 32, 46))
-  return now < math.min(la + idle, abs)
+  if string.len(h) < 19 then return false end
+  return now < math.min(u48(h, 2) + u48(h, 8), u48(h, 14))
 end
 ";
 
@@ -34,19 +37,18 @@ fn freeing_script(body: &str) -> Script {
     Script::new(&format!("#!lua flags=allow-oom\n{LIVE}{body}"))
 }
 
-/// Records activity. KEYS: record. ARGV: at (15 digits).
+/// Records activity. KEYS: record. ARGV: at (ms, decimal), at (48-bit header form).
 /// Returns 1 if the session was live at `at`, else 0 (and writes nothing).
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local h = redis.call('GETRANGE', KEYS[1], 0, 45)
+local h = redis.call('GETRANGE', KEYS[1], 0, 18)
 local at = tonumber(ARGV[1])
 if not live(h, at) then return 0 end
-local la = tonumber(string.sub(h, 2, 16))
-if at > la then
-  local idle = tonumber(string.sub(h, 17, 31))
-  local abs = tonumber(string.sub(h, 32, 46))
-  redis.call('SETRANGE', KEYS[1], 1, ARGV[1])
+if at > u48(h, 2) then
+  local idle = u48(h, 8)
+  local abs = u48(h, 14)
+  redis.call('SETRANGE', KEYS[1], 1, ARGV[2])
   redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(at + idle, abs) - at))
 end
 return 1
@@ -55,9 +57,10 @@ return 1
 });
 
 /// Creates a session and indexes it, enforcing the per-user cap.
-/// KEYS: record, index. ARGV: record bytes, ttl ms, index score (absolute expiry ms), session
-/// id, now ms, max per user (0: none), at-cap policy (`e` evict oldest, `r` reject), record
-/// key prefix of this shard.
+/// KEYS: record, index. ARGV: record bytes, ttl ms, index score (absolute expiry, whole
+/// seconds rounded up), index member, now ms, max per user (0: none), at-cap policy (`e`
+/// evict oldest, `r` reject), record key prefix of this shard, now in whole seconds (rounded
+/// down: an entry scored at or below it has expired).
 /// Returns {0} id taken, {2} at capacity, {1, evicted ids...} created.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -65,15 +68,15 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9])
 local result = {1}
 if max > 0 then
   local alive = {}
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     local key = ARGV[8] .. m
-    local h = redis.call('GETRANGE', key, 0, 45)
+    local h = redis.call('GETRANGE', key, 0, 18)
     if live(h, now) then
-      table.insert(alive, {tonumber(string.sub(h, 2, 16)), m})
+      table.insert(alive, {u48(h, 2), m})
     else
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[2], m)
@@ -95,31 +98,31 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-local ttl = math.max(1, tonumber(top[2]) - now)
+local ttl = math.max(1, tonumber(top[2]) * 1000 - now)
 redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
 return result
 ",
     )
 });
 
-/// Compare-and-set of `userData` on `version`. KEYS: record. ARGV: expected version (16 hex),
-/// now ms, new userData JSON, new version (16 hex).
+/// Compare-and-set of `userData` on `version`. KEYS: record. ARGV: expected version, now ms,
+/// new userData (stored form), new version (versions in the 48-bit header form).
 /// Returns {0} not found, {2, current version} mismatch, {1, new record} updated.
 pub(crate) static UPDATE_DATA: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local r = redis.call('GET', KEYS[1])
 if not r or not live(r, tonumber(ARGV[2])) then return {0} end
-local v = string.sub(r, 47, 62)
+local v = string.sub(r, 20, 25)
 if v ~= ARGV[1] then return {2, v} end
-local ulen = string.byte(r, 103) * 256 + string.byte(r, 104)
-local p = 105 + ulen
+local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
+local p = 66 + ulen
 local dlen = ((string.byte(r, p) * 256 + string.byte(r, p + 1)) * 256
   + string.byte(r, p + 2)) * 256 + string.byte(r, p + 3)
 local n = string.len(ARGV[3])
 local len = string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
   math.floor(n / 256) % 256, n % 256)
-local out = string.sub(r, 1, 46) .. ARGV[4] .. string.sub(r, 63, p - 1) .. len .. ARGV[3]
+local out = string.sub(r, 1, 19) .. ARGV[4] .. string.sub(r, 26, p - 1) .. len .. ARGV[3]
   .. string.sub(r, p + 4 + dlen)
 redis.call('SET', KEYS[1], out, 'KEEPTTL')
 return {1, out}
@@ -132,26 +135,26 @@ return {1, out}
 pub(crate) static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local h = redis.call('GETRANGE', KEYS[1], 0, 93)
+local h = redis.call('GETRANGE', KEYS[1], 0, 56)
 if not live(h, tonumber(ARGV[1])) then return {0} end
-if string.sub(h, 63, 94) ~= ARGV[2] then return {2} end
-redis.call('SETRANGE', KEYS[1], 62, ARGV[3])
+if string.sub(h, 26, 57) ~= ARGV[2] then return {2} end
+redis.call('SETRANGE', KEYS[1], 25, ARGV[3])
 return {1, redis.call('GET', KEYS[1])}
 ",
     )
 });
 
 /// Deletes a session and its index entry. KEYS: record. ARGV: now ms, index key prefix of
-/// this shard, session id.
+/// this shard, index member.
 /// Returns 0 absent, 1 removed (was expired), 2 removed (was live).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
         r"
 local r = redis.call('GET', KEYS[1])
 if not r then return 0 end
-local ulen = string.byte(r, 103) * 256 + string.byte(r, 104)
+local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', ARGV[2] .. string.sub(r, 105, 104 + ulen), ARGV[3])
+redis.call('ZREM', ARGV[2] .. string.sub(r, 66, 65 + ulen), ARGV[3])
 if live(r, tonumber(ARGV[1])) then return 2 end
 return 1
 ",
@@ -159,8 +162,8 @@ return 1
 });
 
 /// A user's stored records, pruning index entries whose record is gone. KEYS: index.
-/// ARGV: now ms, record key prefix of this shard.
-/// Returns the records (the caller filters by liveness).
+/// ARGV: now in whole seconds (rounded down), record key prefix of this shard.
+/// Returns members and records in pairs (the caller filters by liveness).
 pub(crate) static LIST_USER: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
         r"
@@ -181,7 +184,7 @@ return out
 });
 
 /// Deletes up to a batch of a user's sessions. KEYS: index. ARGV: now ms, record key prefix
-/// of this shard, session id to keep (or empty), batch size.
+/// of this shard, index member to keep (or empty), batch size.
 /// Returns {live sessions removed, 1 if more remain else 0}.
 pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
@@ -193,7 +196,7 @@ local done = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, batch)) do
   if m ~= ARGV[3] and done < batch then
     local key = ARGV[2] .. m
-    if live(redis.call('GETRANGE', key, 0, 45), now) then removed = removed + 1 end
+    if live(redis.call('GETRANGE', key, 0, 18), now) then removed = removed + 1 end
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], m)
     done = done + 1

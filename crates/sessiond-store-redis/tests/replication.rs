@@ -54,11 +54,14 @@ fn new_session(user: &str) -> NewSession {
     }
 }
 
-/// Whether the replica on `port` holds the session's record.
+/// Whether the replica on `port` holds the session's record (its key ends with the id's
+/// random part: the `sess_` prefix and the shard are in the key's hash tag).
 fn replica_holds(data: &RedisReplicated, index: usize, session_id: &str) -> bool {
+    let random_part = &session_id["sess_".len() + 2..];
     data.replicas[index]
         .cli(&["--scan", "--pattern", "sd:s:*"])
-        .contains(session_id)
+        .lines()
+        .any(|key| key.ends_with(random_part))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
