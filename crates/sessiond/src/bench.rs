@@ -64,6 +64,17 @@ pub(crate) struct Opts {
     /// Per-request timeout, in seconds; a request past it counts as a `timeout` error.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     timeout: f64,
+    /// Carry sessions in this cookie instead of `Authorization: Bearer`: the token is taken
+    /// from the create answer's `Set-Cookie` and sent back as `Cookie: NAME=...`. For servers
+    /// that speak cookies only, such as the peers `bench/compare` measures.
+    #[arg(long, value_name = "NAME")]
+    cookie: Option<String>,
+    /// Reuse sessions across runs: read their tokens from this file (one per line) instead of
+    /// creating them, or, when it does not exist, create them and write it (mode 0600: the
+    /// tokens are live credentials). Lets a script create once, then measure validations
+    /// alone, e.g. counting the store's commands without the creates in them.
+    #[arg(long, value_name = "PATH")]
+    tokens_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -148,10 +159,15 @@ struct Plan {
     api_key: String,
     mix: Mix,
     tokens: Vec<String>,
+    /// The cookie sessions travel in, if not a bearer token.
+    cookie: Option<String>,
     start: Instant,
     end: Instant,
     /// Requests left to send, if counted.
     budget: Option<AtomicU64>,
+    /// Users created so far: each create is a new user (`user_1`, `user_2`, ...), shaped like
+    /// the seed's `user_12345`, so stored sizes are those of real one-session-per-user data.
+    users: AtomicU64,
     /// Time between two requests of one connection, in open loop.
     interval: Option<Duration>,
     connections: usize,
@@ -268,18 +284,29 @@ async fn bench(opts: &Opts) -> anyhow::Result<Report> {
     let host_header = format!("{host}:{port}");
     let timeout = Duration::from_secs_f64(opts.timeout);
 
-    let tokens = if opts.mix.needs_sessions() {
-        precreate(
-            addr,
-            &host_header,
-            &opts.api_key,
-            opts.sessions.max(1),
-            opts.connections,
-            timeout,
-        )
-        .await?
-    } else {
-        Vec::new()
+    let saved = match &opts.tokens_file {
+        Some(path) if path.exists() => Some(read_tokens(path)?),
+        _ => None,
+    };
+    let tokens = match saved {
+        Some(tokens) => tokens,
+        None if opts.mix.needs_sessions() || opts.tokens_file.is_some() => {
+            let tokens = precreate(
+                addr,
+                &host_header,
+                &opts.api_key,
+                opts.cookie.as_deref(),
+                opts.sessions.max(1),
+                opts.connections,
+                timeout,
+            )
+            .await?;
+            if let Some(path) = &opts.tokens_file {
+                write_tokens(path, &tokens)?;
+            }
+            tokens
+        }
+        None => Vec::new(),
     };
 
     let start = Instant::now() + Duration::from_millis(50);
@@ -289,9 +316,11 @@ async fn bench(opts: &Opts) -> anyhow::Result<Report> {
         api_key: opts.api_key.clone(),
         mix: opts.mix.clone(),
         tokens,
+        cookie: opts.cookie.clone(),
         start,
         end: start + Duration::from_secs_f64(opts.duration),
         budget: opts.requests.map(AtomicU64::new),
+        users: AtomicU64::new(0),
         interval: opts
             .rate
             .map(|r| Duration::from_secs_f64(opts.connections as f64 / r)),
@@ -380,11 +409,53 @@ fn create_request(host: &str, api_key: &str, user: &str) -> anyhow::Result<Reque
         .body(Full::new(Bytes::from(body)))?)
 }
 
+fn read_tokens(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading tokens from {}", path.display()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if tokens.is_empty() {
+        bail!("{} holds no tokens", path.display());
+    }
+    Ok(tokens)
+}
+
+fn write_tokens(path: &std::path::Path, tokens: &[String]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for t in tokens {
+        writeln!(file, "{t}")?;
+    }
+    Ok(())
+}
+
+/// The value of cookie `name` among a response's `Set-Cookie` headers.
+fn cookie_value(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
+}
+
 /// Creates the sessions validations and patches will use, over `connections` connections.
 async fn precreate(
     addr: SocketAddr,
     host: &str,
     api_key: &str,
+    cookie: Option<&str>,
     count: usize,
     connections: usize,
     timeout: Duration,
@@ -393,6 +464,7 @@ async fn precreate(
     let mut tasks = Vec::new();
     for c in 0..connections.min(count) {
         let (host, api_key) = (host.to_owned(), api_key.to_owned());
+        let cookie = cookie.map(str::to_owned);
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await?;
             let mut tokens = Vec::with_capacity(per);
@@ -403,6 +475,7 @@ async fn precreate(
                     .await
                     .context("creating a session timed out")??;
                 let status = res.status();
+                let from_cookie = cookie.as_deref().map(|n| cookie_value(res.headers(), n));
                 let body = res.into_body().collect().await?.to_bytes();
                 if status != hyper::StatusCode::CREATED {
                     bail!(
@@ -410,13 +483,17 @@ async fn precreate(
                         String::from_utf8_lossy(&body)
                     );
                 }
-                let doc: serde_json::Value = serde_json::from_slice(&body)?;
-                tokens.push(
-                    doc["token"]
-                        .as_str()
-                        .context("no token in the create answer")?
-                        .to_owned(),
-                );
+                let token = match from_cookie {
+                    Some(value) => value.context("no such cookie in the create answer")?,
+                    None => {
+                        let doc: serde_json::Value = serde_json::from_slice(&body)?;
+                        doc["token"]
+                            .as_str()
+                            .context("no token in the create answer")?
+                            .to_owned()
+                    }
+                };
+                tokens.push(token);
             }
             anyhow::Ok(tokens)
         }));
@@ -536,28 +613,38 @@ fn build(op: Op, plan: &Plan, rng: &mut XorShift) -> anyhow::Result<Request<Full
             .cloned()
             .unwrap_or_default()
     };
+    let mut credential = || match &plan.cookie {
+        Some(name) => (header::COOKIE, format!("{name}={}", token())),
+        None => (header::AUTHORIZATION, format!("Bearer {}", token())),
+    };
     Ok(match op {
-        Op::Validate => Request::builder()
-            .method(Method::GET)
-            .uri("/v1/auth")
-            .header(header::HOST, &plan.host)
-            .header(header::AUTHORIZATION, format!("Bearer {}", token()))
-            .body(Full::new(Bytes::new()))?,
+        Op::Validate => {
+            let (name, value) = credential();
+            Request::builder()
+                .method(Method::GET)
+                .uri("/v1/auth")
+                .header(header::HOST, &plan.host)
+                .header(name, value)
+                .body(Full::new(Bytes::new()))?
+        }
         Op::Create => create_request(
             &plan.host,
             &plan.api_key,
-            &format!("bench_user_{}", rng.next() % 1_000_000_000),
+            &format!("user_{}", plan.users.fetch_add(1, Ordering::Relaxed) + 1),
         )?,
-        Op::Patch => Request::builder()
-            .method(Method::PATCH)
-            .uri("/v1/session")
-            .header(header::HOST, &plan.host)
-            .header(header::AUTHORIZATION, format!("Bearer {}", token()))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(format!(
-                r#"{{"userData":{{"n":{}}}}}"#,
-                rng.next() % 1000
-            ))))?,
+        Op::Patch => {
+            let (name, value) = credential();
+            Request::builder()
+                .method(Method::PATCH)
+                .uri("/v1/session")
+                .header(header::HOST, &plan.host)
+                .header(name, value)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(format!(
+                    r#"{{"userData":{{"n":{}}}}}"#,
+                    rng.next() % 1000
+                ))))?
+        }
     })
 }
 
