@@ -68,7 +68,7 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Longest wait for any Redis call; past it the call fails as unavailable (503).
     pub timeout: Duration,
-    /// Read validations from replicas (falling back to the primary on a miss).
+    /// Read validations from replicas (falling back to the primary when none answers).
     pub read_from_replicas: bool,
     /// How long a write waits for every replica to acknowledge it before the replicas that
     /// did not are fenced off from reads.
@@ -263,10 +263,12 @@ impl RedisStore {
         }
     }
 
-    /// The stored bytes of a record: from a replica when reads go there, else (or on a miss)
-    /// from the primary. Failed attempts are retried on the other nodes until the store's
-    /// timeout, so a replica or primary connection killed by a failover does not fail a
-    /// validation that another node can answer.
+    /// The stored bytes of a record: from a replica when reads go there, else from the
+    /// primary. A replica's miss is the answer: every write is made visible on the readable
+    /// replicas before it is acknowledged (a replica that misses one is fenced), so an unknown
+    /// token costs one read, not two (D14). Failed attempts are retried on the other nodes
+    /// until the store's timeout, so a replica or primary connection killed by a failover does
+    /// not fail a validation that another node can answer.
     async fn read_record(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
         let Backend::Replicated(r) = &self.backend else {
             return self.call(|mut c| async move { c.get(key).await }).await;
@@ -275,17 +277,11 @@ impl RedisStore {
         let deadline = start + self.timeout;
         let mut last = None;
         loop {
-            let (mut missed, mut replicas_failed) = (false, false);
+            let mut replicas_failed = false;
             if r.reads_from_replicas() {
                 for mut conn in r.readable_replicas() {
                     match self.timed(conn.get::<_, Option<Vec<u8>>>(&key)).await {
-                        Ok(Some(v)) => return Ok(Some(v)),
-                        // A miss may be a write the replica has not received yet: ask the
-                        // primary.
-                        Ok(None) => {
-                            missed = true;
-                            break;
-                        }
+                        Ok(v) => return Ok(v),
                         Err(e) => {
                             replicas_failed = true;
                             last = Some(store_error(e));
@@ -297,9 +293,8 @@ impl RedisStore {
             // a failover), while a primary that fails at the same time can take the whole
             // budget to find again. So while replicas fail, retry them for half the budget
             // before asking the primary.
-            let ask_primary = missed
-                || !replicas_failed
-                || tokio::time::Instant::now() >= start + self.timeout / 2;
+            let ask_primary =
+                !replicas_failed || tokio::time::Instant::now() >= start + self.timeout / 2;
             if ask_primary {
                 let k = key.clone();
                 match self.call(|mut c| async move { c.get(k).await }).await {

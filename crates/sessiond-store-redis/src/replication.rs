@@ -4,8 +4,8 @@
 //! - Writes go to the primary: fixed for `redis://`, found through Sentinel for
 //!   `redis-sentinel://` (and found again whenever it fails or answers `READONLY`).
 //! - Validations read from a replica when configured, round-robin, and fall back to the
-//!   primary on a miss (read your writes: a session just created is not on the replica yet) or
-//!   on an error.
+//!   primary on an error. A miss is an answer: the write that created a session was made
+//!   visible on every readable replica before it was acknowledged (below).
 //! - After every write but a touch, `WAIT` asks every replica to acknowledge it. A replica
 //!   that does not acknowledge within the sync timeout is *fenced*: no read goes to it until
 //!   its acknowledged offset reaches the write's. The fence is also recorded on the primary
