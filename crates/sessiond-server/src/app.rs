@@ -36,7 +36,8 @@ pub(crate) fn route_label(template: &str) -> &'static str {
 
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    // The token holder's routes, where invalid tokens are counted per client (S19).
+    let holder = Router::new()
         .route("/v1/auth", get(holder::forward_auth))
         .route(
             "/v1/session",
@@ -45,6 +46,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
                 .delete(holder::logout),
         )
         .route("/v1/session/rotate", post(holder::rotate))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::track,
+        ));
+    Router::new()
+        .merge(holder)
         .route("/v1/sessions", post(backend::create))
         .route(
             "/v1/sessions/{sessionId}",

@@ -42,6 +42,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Embedded store tuning.
     pub embedded: EmbeddedConfig,
+    /// The session cookie sessiond sets.
+    pub cookie: CookieConfig,
+    /// Invalid-token attempts per client (S19).
+    pub guard: GuardConfig,
     /// Longest wait for in-flight requests at shutdown.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -60,7 +64,46 @@ impl Default for Config {
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
             embedded: EmbeddedConfig::default(),
+            cookie: CookieConfig::default(),
+            guard: GuardConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The session cookie (`__Host-sid`: `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no
+/// `Domain`), set on create when the backend asks, on rotate and cleared on logout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieConfig {
+    /// Give the cookie a `Max-Age` (the session's absolute lifetime) so it survives a browser
+    /// restart. Off by default: a session cookie ends with the browser (S15).
+    pub persistent: bool,
+}
+
+/// Counting invalid-token attempts per client (see `guard`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Invalid tokens one client may present per minute before it is reported (a warning and
+    /// `sessiond_session_events_total{event="invalid_token_source_over_limit"}`); 0 turns
+    /// the per-client count off.
+    pub invalid_token_limit: u32,
+    /// Refuse a client's token requests for the rest of the minute once it is over the
+    /// limit: `429`, and `401` from `GET /v1/auth`.
+    pub reject_over_limit: bool,
+    /// Header holding the client's address when sessiond sits behind a gateway that sets it
+    /// (e.g. `X-Real-IP`); empty: the TCP peer's address. Only set it when every request comes
+    /// through that gateway, or clients can choose their own address.
+    pub client_ip_header: Option<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            invalid_token_limit: 100,
+            reject_over_limit: false,
+            client_ip_header: None,
         }
     }
 }

@@ -93,6 +93,10 @@ pub struct CreateSession {
     /// Idle timeout of this session in seconds, clamped to the configured bounds.
     #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
+    /// Also answer with the session cookie (`Set-Cookie: __Host-sid=...; Secure; HttpOnly;
+    /// SameSite=Lax; Path=/`), for a login handler that passes it on to the browser.
+    #[serde(default)]
+    pub set_cookie: bool,
 }
 
 /// Body of `PATCH /v1/session` and `PATCH /v1/sessions/{sessionId}`: an RFC 7396 merge patch

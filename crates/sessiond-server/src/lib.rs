@@ -21,9 +21,11 @@
 pub mod api_keys;
 pub mod app;
 pub mod config;
+pub mod cookie;
 pub mod document;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod instrumented;
 pub mod metrics;
 pub mod openapi;
@@ -110,6 +112,8 @@ pub async fn run(
         metrics,
         engine: engine_name,
         request_timeout: config.limits.request_timeout,
+        guard: guard::InvalidTokenGuard::new(&config.guard),
+        persistent_cookies: config.cookie.persistent,
     }));
     let router = app(state, config.limits.max_body_bytes);
     tracing::info!(

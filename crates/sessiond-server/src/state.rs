@@ -7,6 +7,7 @@ use std::time::Duration;
 use sessiond_core::Sessions;
 
 use crate::api_keys::ApiKeys;
+use crate::guard::InvalidTokenGuard;
 use crate::metrics::Metrics;
 
 /// Everything a handler needs, shared by all requests.
@@ -22,6 +23,10 @@ pub struct App {
     pub engine: &'static str,
     /// Longest time a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Per-client counts of invalid tokens.
+    pub guard: InvalidTokenGuard,
+    /// Whether session cookies carry a `Max-Age`.
+    pub persistent_cookies: bool,
 }
 
 /// Handle to [`App`], cheap to clone into every request.

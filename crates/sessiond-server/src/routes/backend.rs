@@ -14,7 +14,7 @@ use crate::document::{
     SessionList,
 };
 use crate::error::ApiError;
-use crate::extract::{JsonBody, api_key, if_match};
+use crate::extract::{JsonBody, SESSION_COOKIE, api_key, if_match};
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -96,6 +96,15 @@ pub async fn create(
     );
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/sessions/{}", issued.record.id)) {
         r.headers_mut().insert(header::LOCATION, loc);
+    }
+    if body.set_cookie {
+        crate::cookie::set(
+            &mut r,
+            SESSION_COOKIE,
+            &issued.token.expose(),
+            &issued.record,
+            state.persistent_cookies,
+        );
     }
     Ok(r)
 }

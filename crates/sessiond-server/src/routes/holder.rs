@@ -1,10 +1,11 @@
 //! Endpoints of the token holder: the browser or app presenting its own session token.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::{SessionError, SessionRecord, Token};
 
+use crate::cookie;
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Transport, if_match, session_token};
@@ -134,9 +135,12 @@ pub async fn rotate(
     );
     // A browser keeps working with the new token under the cookie name it already uses.
     if let Transport::Cookie(name) = transport {
-        set_cookie(
+        cookie::set(
             &mut r,
-            &format!("{name}={secret}; Path=/; Secure; HttpOnly; SameSite=Lax"),
+            name,
+            &secret,
+            &issued.record,
+            state.persistent_cookies,
         );
     }
     Ok(r)
@@ -161,16 +165,7 @@ pub async fn logout(
     tracing::info!(event = "session.logout", session_id = %record.id, user_id = %record.user_id, "session ended by its holder");
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Transport::Cookie(name) = transport {
-        set_cookie(
-            &mut r,
-            &format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
-        );
+        cookie::clear(&mut r, name);
     }
     Ok(r)
-}
-
-fn set_cookie(r: &mut Response, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
 }

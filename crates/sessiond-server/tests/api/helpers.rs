@@ -91,6 +91,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Any other setting, for a test that needs one no `with_*` method covers (the absolute
+    /// timeout, the header-read timeout).
+    pub(crate) fn with_config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
     /// Starts the server, on the store `SESSIOND_TEST_STORE` names.
     pub(crate) async fn spawn(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temporary data directory");

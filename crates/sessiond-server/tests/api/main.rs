@@ -10,6 +10,8 @@
 //! - [`credentials`]: refused session tokens and API keys, all answered alike.
 //! - [`bad_input`]: malformed bodies, identifiers, media types, methods and paths.
 //! - [`operations`]: health, readiness, metrics, the OpenAPI document, shutdown.
+//! - [`security`]: the session cookie (S15), per-client invalid-token counting (S19) and the
+//!   store commands a malformed token costs (D7, counted by Redis).
 //! - [`redis`]: what only Redis can show (always on Redis, whatever `SESSIOND_TEST_STORE`
 //!   says): fail-closed while Redis is down and recovery after, and a keyspace with a TTL on
 //!   every key and no token secret anywhere.
@@ -30,3 +32,4 @@ mod helpers;
 mod holder;
 mod operations;
 mod redis;
+mod security;

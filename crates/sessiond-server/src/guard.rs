@@ -1,0 +1,254 @@
+//! Invalid-token attempts counted per source (S19, D14).
+//!
+//! A source is the client's address: the TCP peer, or, behind a gateway, the header the
+//! gateway sets (`guard.client_ip_header`, e.g. `X-Real-IP`; only trust it when every request
+//! comes through that gateway). Each source has a one-minute window. A request that presented
+//! a session token and got `401` counts against its source. When a source passes
+//! `guard.invalid_token_limit` in a window, that is logged once (a warning naming the source,
+//! never a token) and counted in `sessiond_invalid_token_sources_total`, an alert signal.
+//! With `guard.reject_over_limit`, the source's token requests are then refused without
+//! touching the store until its window ends: `429` with `Retry-After`, except `GET /v1/auth`,
+//! which answers `401` because gateways accept only 200, 401 or 503 from it.
+//!
+//! The table is bounded (`MAX_SOURCES`); when it is full of live windows, new sources are not
+//! tracked until a window ends, so memory stays flat under a spray from many addresses.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::config::GuardConfig;
+use crate::error::ApiError;
+use crate::extract::{LEGACY_SESSION_COOKIE, SESSION_COOKIE};
+use crate::state::AppState;
+
+/// Length of a source's counting window.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Most sources tracked at once.
+const MAX_SOURCES: usize = 100_000;
+
+/// Per-source counts of invalid-token attempts.
+#[derive(Debug)]
+pub struct InvalidTokenGuard {
+    limit: u32,
+    reject: bool,
+    client_ip_header: Option<header::HeaderName>,
+    sources: Mutex<HashMap<IpAddr, Window>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    count: u32,
+}
+
+/// What recording an attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Under the limit, or not tracked.
+    Counted,
+    /// This attempt took the source over the limit (reported once per window).
+    CrossedLimit,
+}
+
+impl InvalidTokenGuard {
+    /// A guard as configured.
+    pub fn new(config: &GuardConfig) -> Self {
+        InvalidTokenGuard {
+            limit: config.invalid_token_limit,
+            reject: config.reject_over_limit && config.invalid_token_limit > 0,
+            client_ip_header: config
+                .client_ip_header
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .and_then(|h| header::HeaderName::from_bytes(h.as_bytes()).ok()),
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The source of a request: the configured header's address if present and valid, else
+    /// the TCP peer.
+    fn source(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+        if let Some(name) = &self.client_ip_header
+            && let Some(ip) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Some(ip);
+        }
+        peer.map(|p| p.ip())
+    }
+
+    /// Whether `source` is over the limit in its current window, at `now`.
+    pub fn is_over(&self, source: IpAddr, now: Instant) -> bool {
+        let Ok(sources) = self.sources.lock() else {
+            return false;
+        };
+        sources
+            .get(&source)
+            .is_some_and(|w| now.duration_since(w.started) < WINDOW && w.count > self.limit)
+    }
+
+    /// Counts one invalid-token attempt from `source` at `now`.
+    pub fn record(&self, source: IpAddr, now: Instant) -> Recorded {
+        let Ok(mut sources) = self.sources.lock() else {
+            return Recorded::Counted;
+        };
+        if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
+            sources.retain(|_, w| now.duration_since(w.started) < WINDOW);
+            if sources.len() >= MAX_SOURCES {
+                return Recorded::Counted;
+            }
+        }
+        let w = sources.entry(source).or_insert(Window {
+            started: now,
+            count: 0,
+        });
+        if now.duration_since(w.started) >= WINDOW {
+            *w = Window {
+                started: now,
+                count: 0,
+            };
+        }
+        w.count = w.count.saturating_add(1);
+        if self.limit > 0 && w.count == self.limit.saturating_add(1) {
+            Recorded::CrossedLimit
+        } else {
+            Recorded::Counted
+        }
+    }
+
+    /// Seconds until `source`'s window ends, for `Retry-After`.
+    fn retry_after(&self, source: IpAddr, now: Instant) -> u64 {
+        let Ok(sources) = self.sources.lock() else {
+            return WINDOW.as_secs();
+        };
+        sources.get(&source).map_or(WINDOW.as_secs(), |w| {
+            WINDOW
+                .saturating_sub(now.duration_since(w.started))
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+/// Whether a request carries a session credential (a token to count if it is refused).
+fn presents_token(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION)
+        || headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, _)| name == SESSION_COOKIE || name == LEGACY_SESSION_COOKIE)
+}
+
+/// Middleware on the token holder's routes: refuses sources over the limit (when configured)
+/// and counts refused tokens.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let guard = &state.guard;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let Some(source) = guard.source(req.headers(), peer) else {
+        return next.run(req).await;
+    };
+    let now = Instant::now();
+    if guard.reject && guard.is_over(source, now) {
+        state.metrics.event("invalid_token_rejected");
+        if req.uri().path() == "/v1/auth" {
+            return ApiError::Unauthorized.into_response();
+        }
+        let mut r = crate::error::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many invalid session tokens from this client; retry later.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&guard.retry_after(source, now).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let counted = presents_token(req.headers());
+    let response = next.run(req).await;
+    if counted
+        && response.status() == StatusCode::UNAUTHORIZED
+        && guard.record(source, now) == Recorded::CrossedLimit
+    {
+        state.metrics.event("invalid_token_source_over_limit");
+        tracing::warn!(
+            event = "session.invalid_token_source",
+            source = %source,
+            limit = guard.limit,
+            window_s = WINDOW.as_secs(),
+            "a client passed the invalid-token limit"
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(limit: u32) -> InvalidTokenGuard {
+        InvalidTokenGuard::new(&GuardConfig {
+            invalid_token_limit: limit,
+            reject_over_limit: true,
+            client_ip_header: Some("x-real-ip".into()),
+        })
+    }
+
+    #[test]
+    fn a_source_crosses_the_limit_once_per_window() {
+        let g = guard(3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(g.record(ip, t), Recorded::Counted);
+        }
+        assert!(!g.is_over(ip, t));
+        assert_eq!(g.record(ip, t), Recorded::CrossedLimit);
+        assert!(g.is_over(ip, t));
+        assert_eq!(g.record(ip, t), Recorded::Counted);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(!g.is_over(other, t), "sources are counted apart");
+        let later = t + WINDOW;
+        assert!(!g.is_over(ip, later), "the window ends");
+        assert_eq!(g.record(ip, later), Recorded::Counted);
+    }
+
+    #[test]
+    fn the_source_comes_from_the_configured_header_or_the_peer() {
+        let g = guard(1);
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(g.source(&h, Some(peer)), Some(peer.ip()));
+        h.insert("x-real-ip", HeaderValue::from_static("203.0.113.7"));
+        assert_eq!(g.source(&h, Some(peer)), "203.0.113.7".parse().ok());
+        h.insert("x-real-ip", HeaderValue::from_static("not an address"));
+        assert_eq!(g.source(&h, Some(peer)), Some(peer.ip()));
+    }
+
+    #[test]
+    fn only_requests_with_a_session_credential_count() {
+        let mut h = HeaderMap::new();
+        assert!(!presents_token(&h));
+        h.insert(header::COOKIE, HeaderValue::from_static("theme=dark"));
+        assert!(!presents_token(&h));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; sid=x"),
+        );
+        assert!(presents_token(&h));
+    }
+}

@@ -1,0 +1,251 @@
+//! Security requirements of RELIABILITY.md (a) that need a server set up for them: the session
+//! cookie (S15), per-client counting of invalid tokens (S19) and what a malformed token costs
+//! the store (D7, counted by Redis itself).
+
+use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sessiond_testkit::redis::RedisServer;
+
+use crate::helpers::{Backing, TestApp};
+
+fn set_cookies(r: &crate::helpers::Resp) -> Vec<String> {
+    r.headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().expect("ASCII cookie").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn s15_the_session_cookie_is_set_on_create_and_rotate_and_cleared_on_logout() {
+    let app = TestApp::spawn().await;
+
+    // Without the flag the backend gets the token in the body only.
+    let r = app.create(&json!({"userId": "user_s15"})).await;
+    assert!(set_cookies(&r).is_empty(), "no cookie unless asked");
+
+    let r = app
+        .create(&json!({"userId": "user_s15", "setCookie": true}))
+        .await
+        .expect_status(StatusCode::CREATED);
+    let token = r.json()["token"].as_str().expect("token").to_owned();
+    let cookies = set_cookies(&r);
+    assert_eq!(
+        cookies,
+        vec![format!(
+            "__Host-sid={token}; Path=/; Secure; HttpOnly; SameSite=Lax"
+        )],
+        "a __Host- cookie, Secure, HttpOnly, SameSite, Path=/, no Domain, not persistent"
+    );
+    assert!(cookies[0].len() <= 4096, "ASVS 5 3.3.5");
+
+    // The browser sends it back.
+    let cookie = format!("__Host-sid={token}");
+    let r = app
+        .send(app.req(Method::GET, "/v1/auth").header(COOKIE, &cookie))
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(set_cookies(&r).is_empty(), "validation sets no cookie");
+
+    // Rotation replaces it under the same name; the old one is dead.
+    let r = app
+        .send(
+            app.req(Method::POST, "/v1/session/rotate")
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    let new = r.json()["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        set_cookies(&r),
+        vec![format!(
+            "__Host-sid={new}; Path=/; Secure; HttpOnly; SameSite=Lax"
+        )]
+    );
+    assert_eq!(app.auth_status(&token).await, StatusCode::UNAUTHORIZED);
+
+    // Logout clears it.
+    let r = app
+        .send(
+            app.req(Method::DELETE, "/v1/session")
+                .header(COOKIE, format!("__Host-sid={new}")),
+        )
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert_eq!(
+        set_cookies(&r),
+        vec!["__Host-sid=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0".to_owned()]
+    );
+    assert_eq!(app.auth_status(&new).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn s15_a_persistent_cookie_lasts_until_the_absolute_expiry() {
+    let app = TestApp::builder()
+        .with_config(|c| c.cookie.persistent = true)
+        .spawn()
+        .await;
+    let r = app
+        .create(&json!({"userId": "user_s15p", "setCookie": true}))
+        .await
+        .expect_status(StatusCode::CREATED);
+    let cookie = set_cookies(&r).pop().expect("a cookie");
+    let max_age: u64 = cookie
+        .rsplit_once("Max-Age=")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a Max-Age");
+    let week = 7 * 24 * 3600;
+    assert!(
+        (week - 5..=week).contains(&max_age),
+        "Max-Age {max_age} is the absolute lifetime"
+    );
+}
+
+fn bogus_token() -> String {
+    // Well-formed, never issued.
+    format!("sess_AAAAAAAAAAAAAAAA.{}", "A".repeat(43))
+}
+
+#[tokio::test]
+async fn s19_invalid_tokens_are_counted_per_client_and_over_the_limit_refused() {
+    let app = TestApp::builder()
+        .with_config(|c| {
+            c.guard.invalid_token_limit = 3;
+            c.guard.reject_over_limit = true;
+            c.guard.client_ip_header = Some("x-real-ip".into());
+        })
+        .spawn()
+        .await;
+    let (token, _) = app.create_session("user_s19").await;
+    let attacker = "203.0.113.9";
+    let neighbour = "203.0.113.10";
+
+    for _ in 0..4 {
+        app.send(
+            app.holder(Method::GET, "/v1/auth", &bogus_token())
+                .header("x-real-ip", attacker),
+        )
+        .await
+        .expect_status(StatusCode::UNAUTHORIZED);
+    }
+    // Over the limit: refused before the store is asked, even with a good token.
+    let r = app
+        .send(
+            app.holder(Method::GET, "/v1/session", &token)
+                .header("x-real-ip", attacker),
+        )
+        .await
+        .expect_status(StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry));
+    // The forward-auth check still answers only 200, 401 or 503.
+    app.send(
+        app.holder(Method::GET, "/v1/auth", &token)
+            .header("x-real-ip", attacker),
+    )
+    .await
+    .expect_status(StatusCode::UNAUTHORIZED);
+    // Other clients are not affected.
+    app.send(
+        app.holder(Method::GET, "/v1/auth", &token)
+            .header("x-real-ip", neighbour),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+
+    let metrics = app
+        .send(app.req(Method::GET, "/metrics"))
+        .await
+        .expect_status(StatusCode::OK)
+        .text();
+    assert!(
+        metrics.contains(r#"event="invalid_token_source_over_limit"} 1"#),
+        "one report for the client that crossed the limit:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn s19_by_default_invalid_tokens_are_counted_but_not_refused() {
+    let app = TestApp::builder()
+        .with_config(|c| c.guard.invalid_token_limit = 2)
+        .spawn()
+        .await;
+    let (token, _) = app.create_session("user_s19d").await;
+    for _ in 0..5 {
+        app.send(app.holder(Method::GET, "/v1/auth", &bogus_token()))
+            .await
+            .expect_status(StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.auth_status(&token).await, StatusCode::OK);
+    let metrics = app
+        .send(app.req(Method::GET, "/metrics"))
+        .await
+        .expect_status(StatusCode::OK)
+        .text();
+    assert!(metrics.contains(r#"event="invalid_token_source_over_limit"} 1"#));
+    assert!(metrics.contains(r#"event="invalid_token"} 5"#), "{metrics}");
+}
+
+/// Calls Redis has served since its stats were reset, background `ROLE` and the test's own
+/// `INFO`/`CONFIG` left out.
+fn redis_calls(server: &RedisServer) -> u64 {
+    server
+        .cli(&["info", "commandstats"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| {
+            !["info", "config", "role", "ping"]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn d07_s24_a_malformed_token_costs_no_store_command() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start redis");
+    let app = TestApp::builder()
+        .with_backing(Backing::Redis(server))
+        .spawn()
+        .await;
+    let Backing::Redis(server) = &app.backing else {
+        panic!("on Redis");
+    };
+    server.cli(&["config", "resetstat"]);
+    let malformed = [
+        "x".to_owned(),
+        "sess_AAAAAAAAAAAAAAAA".to_owned(),
+        format!("sess_AAAAAAAAAAAAAAAA.{}", "A".repeat(42)),
+        format!("sess_AAAAAAAAAAAAAA*A.{}", "A".repeat(43)),
+        format!("sess_AAAAAAAAAAAAAAAA.{}", "A".repeat(4000)),
+        format!("sess_AAAAAAAAAAAAAAAA:{}", "A".repeat(43)),
+    ];
+    for token in &malformed {
+        for path in ["/v1/auth", "/v1/session"] {
+            app.send(app.holder(Method::GET, path, token))
+                .await
+                .expect_status(StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert_eq!(redis_calls(server), 0, "malformed tokens reached Redis");
+
+    // The counter works: a well-formed unknown token costs exactly one read (D14).
+    app.send(app.holder(Method::GET, "/v1/auth", &bogus_token()))
+        .await
+        .expect_status(StatusCode::UNAUTHORIZED);
+    assert_eq!(redis_calls(server), 1);
+}
