@@ -296,4 +296,10 @@ impl Sessions {
             .delete_user(user, except, self.clock.now())
             .await?)
     }
+
+    /// Ends every session of every user: the emergency path (S12). Returns how many stored
+    /// sessions were removed.
+    pub async fn revoke_everyone(&self) -> Result<u64, SessionError> {
+        Ok(self.store.delete_all().await?)
+    }
 }

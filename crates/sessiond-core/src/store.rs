@@ -129,6 +129,12 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
+    /// Deletes every session of every user (the operator's emergency: a leaked signing key, a
+    /// compromised store) and returns how many records were removed, expired ones not yet
+    /// reclaimed included. Every session that existed when the call started is gone when it
+    /// returns, on every read path; sessions created meanwhile may survive.
+    async fn delete_all(&self) -> Result<u64, StoreError>;
+
     /// Number of stored sessions, including expired ones not yet reclaimed (for metrics), or
     /// `None` where the engine cannot count without scanning (Redis).
     async fn count(&self) -> Result<Option<u64>, StoreError>;

@@ -52,7 +52,10 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         ));
     Router::new()
         .merge(holder)
-        .route("/v1/sessions", post(backend::create))
+        .route(
+            "/v1/sessions",
+            post(backend::create).delete(backend::revoke_everyone),
+        )
         .route(
             "/v1/sessions/{sessionId}",
             get(backend::read)

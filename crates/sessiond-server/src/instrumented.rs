@@ -119,6 +119,10 @@ impl SessionStore for InstrumentedStore {
         )
     }
 
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        timed!(self, "delete_all", self.inner.delete_all())
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         timed!(self, "count", self.inner.count())
     }

@@ -47,14 +47,10 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::{App, AppState};
 
-/// Opens the configured store (Redis when `redis_url` is set, else the embedded store), serves the API on `listener` until `shutdown` completes, then
-/// drains in-flight requests and closes the store cleanly.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    let metrics = Arc::new(metrics::Metrics::new());
+/// Opens the configured store: Redis when `redis_url` is set, else the embedded store. Also
+/// what the operator's commands (`sessiond revoke`) act on. Returns the store and the name of
+/// its engine (`embedded`, `standalone`, `sentinel`, `cluster`).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn SessionStore>, &'static str)> {
     let options = EmbeddedOptions {
         sweep_interval: config.embedded.sweep_interval,
         ..EmbeddedOptions::default()
@@ -88,6 +84,18 @@ pub async fn run(
             (Arc::new(store), "embedded")
         }
     };
+    Ok((engine, engine_name))
+}
+
+/// Opens the configured store, serves the API on `listener` until `shutdown` completes, then
+/// drains in-flight requests and closes the store cleanly.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (engine, engine_name) = open_store(&config).await?;
     let store = Arc::new(instrumented::InstrumentedStore::new(
         engine.clone(),
         metrics.clone(),

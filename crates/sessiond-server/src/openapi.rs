@@ -15,7 +15,7 @@ use crate::routes::{backend, holder, operations};
     paths(
         holder::forward_auth, holder::read, holder::patch, holder::rotate, holder::logout,
         backend::create, backend::read, backend::patch, backend::revoke, backend::list_user,
-        backend::revoke_user,
+        backend::revoke_user, backend::revoke_everyone,
         operations::healthz, operations::readyz, operations::metrics, operations::openapi,
     ),
     components(schemas(

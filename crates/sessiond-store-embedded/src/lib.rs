@@ -236,6 +236,10 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        self.blocking(ops::delete_all).await
+    }
+
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.blocking(ops::count).await.map(Some)
     }

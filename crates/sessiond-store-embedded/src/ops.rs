@@ -301,6 +301,26 @@ pub(crate) fn delete_user(
     })
 }
 
+/// Drops the three tables and creates them empty, in one durable commit: freeing whole trees
+/// takes time in proportion to their pages, not a delete per record.
+pub(crate) fn delete_all(shared: &Shared) -> Result<u64, StoreError> {
+    let txn = shared.db.begin_write().map_err(db_err)?;
+    let removed = txn
+        .open_table(SESSIONS)
+        .map_err(db_err)?
+        .len()
+        .map_err(db_err)?;
+    txn.delete_table(SESSIONS).map_err(db_err)?;
+    txn.delete_multimap_table(BY_USER).map_err(db_err)?;
+    txn.delete_table(EXPIRY).map_err(db_err)?;
+    txn.open_table(SESSIONS).map_err(db_err)?;
+    txn.open_multimap_table(BY_USER).map_err(db_err)?;
+    txn.open_table(EXPIRY).map_err(db_err)?;
+    txn.commit().map_err(db_err)?;
+    shared.unflushed.store(false, Ordering::Release);
+    Ok(removed)
+}
+
 pub(crate) fn count(shared: &Shared) -> Result<u64, StoreError> {
     let txn = shared.db.begin_read().map_err(db_err)?;
     txn.open_table(SESSIONS)

@@ -34,6 +34,16 @@ impl Keys {
         format!("{}s:{{{shard}}}", self.prefix)
     }
 
+    /// Everything before the shard in every record key.
+    pub(crate) fn record_prefix_all(&self) -> String {
+        format!("{}s:", self.prefix)
+    }
+
+    /// Everything before the shard in every index key.
+    pub(crate) fn index_prefix_all(&self) -> String {
+        format!("{}u:", self.prefix)
+    }
+
     /// Everything before the user id in an index key of `shard`.
     pub(crate) fn index_prefix(&self, shard: &str) -> String {
         format!("{}u:{{{shard}}}", self.prefix)

@@ -28,6 +28,7 @@ pub mod connection;
 
 mod codec;
 mod keys;
+mod purge;
 mod replication;
 mod scripts;
 mod sentinel;
@@ -553,6 +554,53 @@ impl SessionStore for RedisStore {
             total += u64::try_from(removed).unwrap_or(0);
             if more == 0 {
                 return Ok(total);
+            }
+        }
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let records = format!("{}*", purge::glob_escape(&self.keys.record_prefix_all()));
+        let indexes = format!("{}*", purge::glob_escape(&self.keys.index_prefix_all()));
+        match &self.backend {
+            Backend::Replicated(r) => {
+                let mut conn = r.primary().await?;
+                let mut removed = 0;
+                for (pattern, counts) in [(&records, true), (&indexes, false)] {
+                    match purge::unlink_matching(
+                        &mut conn,
+                        &purge::Node::Own,
+                        pattern,
+                        self.timeout,
+                    )
+                    .await
+                    {
+                        Ok(n) if counts => removed = n,
+                        Ok(_) => {}
+                        Err(e) => {
+                            r.primary_failed(&e);
+                            return Err(store_error(e));
+                        }
+                    }
+                }
+                // Every unlink went over this connection: one WAIT covers them all.
+                r.settle(&mut conn, true).await?;
+                Ok(removed)
+            }
+            Backend::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let nodes = purge::cluster_primaries(&mut conn, self.timeout)
+                    .await
+                    .map_err(store_error)?;
+                let mut removed = 0;
+                for node in &nodes {
+                    removed += purge::unlink_matching(&mut conn, node, &records, self.timeout)
+                        .await
+                        .map_err(store_error)?;
+                    purge::unlink_matching(&mut conn, node, &indexes, self.timeout)
+                        .await
+                        .map_err(store_error)?;
+                }
+                Ok(removed)
             }
         }
     }

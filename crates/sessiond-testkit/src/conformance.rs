@@ -995,6 +995,48 @@ pub async fn delete_user_removes_every_live_session(store: Arc<dyn SessionStore>
     );
 }
 
+/// The emergency path: every session of every user ends, and the store keeps working.
+pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionStore>) {
+    let users = [fresh_user("purge-a"), fresh_user("purge-b")];
+    let records: Vec<SessionRecord> = users
+        .iter()
+        .flat_map(|u| (0..3).map(move |i| record(u, at(i * 10))))
+        .collect();
+    for rec in &records {
+        create(&*store, rec).await;
+    }
+    let now = at(1_000);
+    let removed = store.delete_all().await.expect("delete_all failed");
+    assert_eq!(
+        removed, 6,
+        "delete_all must report every session it removed"
+    );
+    for rec in &records {
+        assert_eq!(
+            load(&*store, &rec.id, now).await,
+            None,
+            "delete_all must end every session"
+        );
+    }
+    for user in &users {
+        assert_eq!(
+            list(&*store, user, now).await,
+            Vec::<SessionId>::new(),
+            "after delete_all no user lists a session"
+        );
+    }
+    if let Some(n) = count(&*store).await {
+        assert_eq!(n, 0, "after delete_all the store counts no session");
+    }
+    let again = record(&users[0], at(2_000));
+    create(&*store, &again).await;
+    assert_eq!(
+        load(&*store, &again.id, at(2_000)).await.map(|r| r.id),
+        Some(again.id.clone()),
+        "the store takes new sessions after delete_all"
+    );
+}
+
 /// "Sign out other devices": every session but the current one ends.
 pub async fn delete_user_keeps_the_excepted_session(store: Arc<dyn SessionStore>) {
     let user = fresh_user("revoke-others");

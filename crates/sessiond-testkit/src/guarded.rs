@@ -85,6 +85,9 @@ impl<G: std::fmt::Debug + Send + Sync + 'static> SessionStore for Guarded<G> {
     ) -> Result<u64, StoreError> {
         self.store.delete_user(user, except, now).await
     }
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        self.store.delete_all().await
+    }
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.store.count().await
     }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod logging;
+mod revoke;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Command {
     /// Measure a running sessiond: requests per second and latency of validate, create and
     /// patch, closed loop or at a fixed rate.
     Bench(bench::Opts),
+    /// End sessions now, straight on the store: every session of one user, or of every user
+    /// (the emergency path).
+    Revoke(revoke::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(opts) => serve::run(opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Revoke(opts) => revoke::run(&opts),
     }
 }
 

@@ -408,3 +408,62 @@ fn help_and_version() {
         assert!(text.contains(flag), "{flag} missing from serve --help");
     }
 }
+
+/// `sessiond revoke` with `args`, on the embedded store in `data_dir`: its exit status and
+/// output.
+fn revoke(data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .arg("revoke")
+        .args(args)
+        .env_clear()
+        .env("SESSIOND_DATA_DIR", data_dir)
+        .output()
+        .expect("run sessiond revoke");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn s12_revoke_ends_one_users_or_everyones_sessions_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SESSIOND_API_KEYS", KEY)];
+    let client = reqwest::Client::new();
+    let mut server = Server::start(dir.path(), &env);
+    let alice = create(&client, &server.base, KEY, "alice").await;
+    let bob = create(&client, &server.base, KEY, "bob").await;
+    let carol = create(&client, &server.base, KEY, "carol").await;
+
+    // While a server holds the embedded store, the command says to use the API.
+    let (ok, text) = revoke(dir.path(), &["--all", "--yes"]);
+    assert!(!ok, "revoke must fail while the store is in use:\n{text}");
+    assert!(text.contains("DELETE /v1/sessions"), "{text}");
+    // --all needs --yes.
+    let (ok, _) = revoke(dir.path(), &["--all"]);
+    assert!(!ok, "--all without --yes must be refused");
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let (ok, text) = revoke(dir.path(), &["--user", "alice"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("revoked 1 live sessions of user alice"),
+        "{text}"
+    );
+    let server = Server::start(dir.path(), &env);
+    assert_eq!(auth_status(&client, &server.base, &alice).await, 401);
+    assert_eq!(auth_status(&client, &server.base, &bob).await, 200);
+    drop(server);
+
+    let (ok, text) = revoke(dir.path(), &["--all", "--yes"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("removed 2 sessions of every user"), "{text}");
+    let server = Server::start(dir.path(), &env);
+    assert_eq!(auth_status(&client, &server.base, &bob).await, 401);
+    assert_eq!(auth_status(&client, &server.base, &carol).await, 401);
+}

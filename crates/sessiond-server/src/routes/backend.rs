@@ -261,3 +261,52 @@ pub async fn revoke_user(
     tracing::info!(event = "session.revoked_all", user_id = %user, revoked, kept = except.as_ref().map(SessionId::as_str), "user's sessions revoked");
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }
+
+/// Query of the emergency revoke-everything call.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RevokeEveryoneQuery {
+    /// Must be `all-sessions`: a typo or a stray `DELETE` must not log everyone out.
+    confirm: Option<String>,
+}
+
+/// The value `confirm` must have.
+const CONFIRM_ALL: &str = "all-sessions";
+
+/// The emergency path (S12): ends every session of every user, for a leaked token database or
+/// a compromised backend. Also `sessiond revoke --all`.
+#[utoipa::path(
+    delete, path = "/v1/sessions", tag = "backend",
+    security(("api_key" = [])),
+    params(RevokeEveryoneQuery),
+    responses(
+        (status = 200, description = "How many stored sessions were removed", body = Revoked),
+        (status = 400, description = "`confirm=all-sessions` is missing", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be reached", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke_everyone(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RevokeEveryoneQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_backend(&state, &headers)?;
+    let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string.".into()))?;
+    if query.confirm.as_deref() != Some(CONFIRM_ALL) {
+        return Err(ApiError::BadRequest(format!(
+            "Ending every session of every user needs ?confirm={CONFIRM_ALL}."
+        )));
+    }
+    tracing::warn!(
+        event = "session.revoking_everyone",
+        "ending every session of every user"
+    );
+    let revoked = state.sessions.revoke_everyone().await?;
+    state.metrics.event("revoked_everyone");
+    tracing::warn!(
+        event = "session.revoked_everyone",
+        revoked,
+        "every session of every user ended"
+    );
+    Ok(json(StatusCode::OK, &Revoked { revoked }))
+}

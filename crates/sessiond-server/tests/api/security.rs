@@ -249,3 +249,34 @@ async fn d07_s24_a_malformed_token_costs_no_store_command() {
         .expect_status(StatusCode::UNAUTHORIZED);
     assert_eq!(redis_calls(server), 1);
 }
+
+#[tokio::test]
+async fn s12_an_operator_ends_every_session_of_every_user() {
+    let app = TestApp::spawn().await;
+    let mut tokens = Vec::new();
+    for user in ["user_s12a", "user_s12b", "user_s12c"] {
+        tokens.push(app.create_session(user).await.0);
+    }
+    // Not without the confirmation, and not without an API key.
+    app.send(app.backend(Method::DELETE, "/v1/sessions"))
+        .await
+        .expect_status(StatusCode::BAD_REQUEST);
+    app.send(app.req(Method::DELETE, "/v1/sessions?confirm=all-sessions"))
+        .await
+        .expect_status(StatusCode::UNAUTHORIZED);
+    for t in &tokens {
+        assert_eq!(app.auth_status(t).await, StatusCode::OK);
+    }
+
+    let r = app
+        .send(app.backend(Method::DELETE, "/v1/sessions?confirm=all-sessions"))
+        .await
+        .expect_status(StatusCode::OK);
+    assert!(r.json()["revoked"].as_u64().expect("a count") >= 3);
+    for t in &tokens {
+        assert_eq!(app.auth_status(t).await, StatusCode::UNAUTHORIZED);
+    }
+    // Logins work again at once.
+    let (fresh, _) = app.create_session("user_s12a").await;
+    assert_eq!(app.auth_status(&fresh).await, StatusCode::OK);
+}

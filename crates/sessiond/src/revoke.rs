@@ -1,0 +1,90 @@
+//! `sessiond revoke`: the operator's emergency path (S12), straight on the store.
+//!
+//! It opens the store `sessiond serve` would open (same config file, environment and flags), so
+//! it works with no API key and even while every sessiond process is down. The embedded store
+//! can be opened by one process at a time: while a server runs on it, use the API instead
+//! (`DELETE /v1/sessions?confirm=all-sessions`, or `DELETE /v1/users/{userId}/sessions`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use sessiond_core::{SessionId, Sessions, SystemClock, UserId};
+use sessiond_server::Config;
+use sessiond_server::config::Overrides;
+
+/// Options of `sessiond revoke`.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("whom").required(true).args(["user", "all"]))]
+pub(crate) struct Opts {
+    /// End every session of this user (account lock, password change).
+    #[arg(long, value_name = "USER_ID")]
+    user: Option<String>,
+    /// With `--user`: keep this one session (the one the user is using).
+    #[arg(long, value_name = "SESSION_ID", requires = "user")]
+    except: Option<String>,
+    /// End every session of every user (a leaked database, a compromised backend).
+    #[arg(long, requires = "yes")]
+    all: bool,
+    /// Confirm `--all`.
+    #[arg(long)]
+    yes: bool,
+    /// TOML configuration file, as for `sessiond serve` (also `SESSIOND_CONFIG`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store (also `SESSIOND_DATA_DIR`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: opts.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(opts.config.as_deref(), &overrides)?;
+    let user = opts
+        .user
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .context("--user")?;
+    let except = opts
+        .except
+        .as_deref()
+        .map(SessionId::parse)
+        .transpose()
+        .context("--except")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (store, engine) = sessiond_server::open_store(&config)
+            .await
+            .with_context(|| {
+                if config.redis_url.is_none() {
+                    "opening the embedded store (if a sessiond is serving from it, use its API: \
+                 DELETE /v1/sessions?confirm=all-sessions or DELETE /v1/users/{userId}/sessions)"
+                        .to_owned()
+                } else {
+                    "opening the Redis store".to_owned()
+                }
+            })?;
+        let sessions = Sessions::new(store.clone(), config.policy(), Arc::new(SystemClock));
+        let result = match (&user, opts.all) {
+            (Some(user), _) => sessions
+                .revoke_user(user, except.as_ref())
+                .await
+                .map(|n| format!("revoked {n} live sessions of user {user} ({engine} store)")),
+            (None, true) => sessions
+                .revoke_everyone()
+                .await
+                .map(|n| format!("removed {n} sessions of every user ({engine} store)")),
+            (None, false) => bail!("say --user USER_ID or --all --yes"),
+        };
+        store.close().await.context("closing the store")?;
+        println!("{}", result.context("revoking")?);
+        Ok(())
+    })
+}
