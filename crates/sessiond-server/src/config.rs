@@ -42,6 +42,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Embedded store tuning.
     pub embedded: EmbeddedConfig,
+    /// HTTPS on the listener.
+    pub tls: TlsConfig,
     /// The session cookie sessiond sets.
     pub cookie: CookieConfig,
     /// Invalid-token attempts per client (S19).
@@ -64,11 +66,22 @@ impl Default for Config {
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
             embedded: EmbeddedConfig::default(),
+            tls: TlsConfig::default(),
             cookie: CookieConfig::default(),
             guard: GuardConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// HTTPS: with both files set, the listener speaks only TLS (1.2 and 1.3, rustls).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The session cookie (`__Host-sid`: `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, no
@@ -429,6 +442,12 @@ impl Config {
         }
         if l.max_connections == 0 {
             return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together",
+            );
         }
         if self.embedded.sweep_interval.is_zero() {
             return invalid("embedded.sweep_interval", "must be greater than zero");

@@ -32,6 +32,7 @@ pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,8 +125,10 @@ pub async fn run(
         persistent_cookies: config.cookie.persistent,
     }));
     let router = app(state, config.limits.max_body_bytes);
+    let tls = tls::acceptor(&config.tls)?;
     tracing::info!(
         listen = %listener.local_addr().context("reading the listener's address")?,
+        scheme = if tls.is_some() { "https" } else { "http" },
         store = engine_name,
         data_dir = %config.data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
@@ -135,6 +138,7 @@ pub async fn run(
         listener,
         router,
         &config.limits,
+        tls,
         shutdown,
         config.shutdown_timeout,
     )

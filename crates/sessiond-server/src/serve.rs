@@ -1,5 +1,9 @@
-//! Serving the router on a listener: HTTP/1.1 with bounded request heads, header-read and
-//! idle timeouts, a connection cap, and graceful shutdown.
+//! Serving the router on a listener: HTTP/1.1 (over TLS when configured) with bounded request
+//! heads, header-read and idle timeouts, a connection cap, and graceful shutdown.
+//!
+//! The TLS handshake runs on the connection's own task, bounded by the header-read timeout,
+//! so a client that opens a connection and never finishes its handshake holds one connection
+//! slot for that long and delays no one else.
 //!
 //! axum's own `serve` cannot set hyper's header-read timeout, which is what closes slow
 //! (slowloris) and idle keep-alive connections, so the accept loop is written out here.
@@ -16,16 +20,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::config::LimitsConfig;
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish (at most `grace`), and returns.
+/// Serves `router` on `listener` (HTTPS when `tls` is given) until `shutdown` completes, then
+/// stops accepting, lets in-flight requests finish (at most `grace`), and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &LimitsConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -61,10 +67,28 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = connection_service(router.clone(), remote);
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &tls else {
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let (tls, http, watcher) = (tls.clone(), http.clone(), graceful.watcher());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
             drop(permit);
         });

@@ -25,6 +25,7 @@
 //!
 //! [`SessionStore`]: sessiond_core::SessionStore
 
+pub mod certs;
 pub mod conformance;
 pub mod guarded;
 pub mod proxy;

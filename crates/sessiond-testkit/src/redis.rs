@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::certs::TestCerts;
 use crate::proxy::PausableProxy;
 
 /// How long a server may take to answer `PING` after it starts.
@@ -198,72 +199,10 @@ impl RedisServer {
     /// `localhost` issued by a fresh CA (made with the `openssl` command). Returns the server,
     /// its `rediss://` URL and the CA certificate in PEM.
     pub fn start_tls() -> (Self, String, Vec<u8>) {
-        let certs = tempfile::tempdir().expect("create a temporary directory");
-        let dir = certs.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run openssl ({e}); run scripts/test"));
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sessiond-test-ca",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(
-            dir.join("ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write the extension file");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
+        let certs = TestCerts::generate();
         let tls_port = free_port(false).to_string();
-        let path = |f: &str| dir.join(f).display().to_string();
-        let (cert, key, ca) = (path("server.crt"), path("server.key"), path("ca.crt"));
+        let path = |p: &std::path::Path| p.display().to_string();
+        let (cert, key, ca) = (path(&certs.cert), path(&certs.key), path(&certs.ca));
         let server = RedisServer::start_with(&[
             "--tls-port",
             &tls_port,
@@ -276,7 +215,7 @@ impl RedisServer {
             "--tls-auth-clients",
             "no",
         ]);
-        let pem = std::fs::read(dir.join("ca.crt")).expect("read the CA certificate");
+        let pem = certs.ca_pem();
         // The server read its files at start-up; the directory may go.
         drop(certs);
         (server, format!("rediss://127.0.0.1:{tls_port}"), pem)

@@ -280,3 +280,106 @@ async fn s12_an_operator_ends_every_session_of_every_user() {
     let (fresh, _) = app.create_session("user_s12a").await;
     assert_eq!(app.auth_status(&fresh).await, StatusCode::OK);
 }
+
+/// An HTTPS request to `addr`, trusting only `ca_pem`: the status, headers and body.
+async fn https(
+    addr: std::net::SocketAddr,
+    ca_pem: &[u8],
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with sessiond");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.expect("HTTPS request");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes().to_vec();
+    (
+        StatusCode::from_u16(parts.status.as_u16()).expect("status"),
+        parts.headers,
+        body,
+    )
+}
+
+#[tokio::test]
+async fn tls_sessiond_serves_https_from_the_configured_certificate() {
+    use sessiond_server::config::{ApiKeyList, Config, TlsConfig};
+    use sessiond_testkit::certs::TestCerts;
+
+    let certs = tokio::task::spawn_blocking(TestCerts::generate)
+        .await
+        .expect("certificates");
+    let dir = tempfile::tempdir().expect("data directory");
+    let key = "tls-test-key-0123456789abcdef";
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        api_keys: Some(ApiKeyList::Joined(key.into())),
+        tls: TlsConfig {
+            cert_file: Some(certs.cert.clone()),
+            key_file: Some(certs.key.clone()),
+        },
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sessiond_server::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let ca = certs.ca_pem();
+    let create = http::Request::post("/v1/sessions")
+        .header("host", "localhost")
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::from(r#"{"userId":"user_tls"}"#))
+        .expect("request");
+    let (status, _, body) = https(addr, &ca, create).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let token = doc["token"].as_str().expect("token");
+    let auth = http::Request::get("/v1/auth")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let (status, headers, _) = https(addr, &ca, auth).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("x-user-id").and_then(|v| v.to_str().ok()),
+        Some("user_tls")
+    );
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP must not be served: {plain:?}");
+
+    let _ = stop.send(());
+    server.await.expect("server task").expect("clean stop");
+}
