@@ -46,6 +46,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The session cookie sessiond sets.
     pub cookie: CookieConfig,
+    /// Comparing each request's client with the login's (S20).
+    pub binding: crate::binding::BindingConfig,
     /// Invalid-token attempts per client (S19).
     pub guard: GuardConfig,
     /// Longest wait for in-flight requests at shutdown.
@@ -68,6 +70,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             tls: TlsConfig::default(),
             cookie: CookieConfig::default(),
+            binding: crate::binding::BindingConfig::default(),
             guard: GuardConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
         }

@@ -33,6 +33,10 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Most sources tracked at once.
 const MAX_SOURCES: usize = 100_000;
 
+/// The client's address as the guard determined it, for the handlers (S20).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 /// Per-source counts of invalid-token attempts.
 #[derive(Debug)]
 pub struct InvalidTokenGuard {
@@ -163,6 +167,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(source) = guard.source(req.headers(), peer) else {
         return next.run(req).await;
     };
+    let mut req = req;
+    req.extensions_mut().insert(ClientIp(source));
     let now = Instant::now();
     if guard.reject && guard.is_over(source, now) {
         state.metrics.event("invalid_token_rejected");

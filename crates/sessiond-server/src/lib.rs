@@ -20,6 +20,7 @@
 
 pub mod api_keys;
 pub mod app;
+pub mod binding;
 pub mod config;
 pub mod cookie;
 pub mod document;
@@ -123,6 +124,7 @@ pub async fn run(
         request_timeout: config.limits.request_timeout,
         guard: guard::InvalidTokenGuard::new(&config.guard),
         persistent_cookies: config.cookie.persistent,
+        binding: binding::Binding::new(config.binding),
     }));
     let router = app(state, config.limits.max_body_bytes);
     let tls = tls::acceptor(&config.tls)?;

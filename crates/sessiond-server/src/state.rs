@@ -27,6 +27,8 @@ pub struct App {
     pub guard: InvalidTokenGuard,
     /// Whether session cookies carry a `Max-Age`.
     pub persistent_cookies: bool,
+    /// What a request from another client than the login's gets.
+    pub binding: crate::binding::Binding,
 }
 
 /// Handle to [`App`], cheap to clone into every request.

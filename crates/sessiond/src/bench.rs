@@ -396,6 +396,10 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
+/// The browser of the seed's session document, sent by validations and patches as a browser
+/// would (sessiond compares it with the login's, S20).
+const SEED_USER_AGENT: &str = "Mozilla/5.0";
+
 const SEED_DOCUMENT: &str = r#""userData":{"preferences":{},"cart":{},"permissions":[]},"metadata":{"ipAddress":"192.168.1.100","userAgent":"Mozilla/5.0","loginMethod":"email"}"#;
 
 fn create_request(host: &str, api_key: &str, user: &str) -> anyhow::Result<Request<Full<Bytes>>> {
@@ -624,6 +628,7 @@ fn build(op: Op, plan: &Plan, rng: &mut XorShift) -> anyhow::Result<Request<Full
                 .method(Method::GET)
                 .uri("/v1/auth")
                 .header(header::HOST, &plan.host)
+                .header(header::USER_AGENT, SEED_USER_AGENT)
                 .header(name, value)
                 .body(Full::new(Bytes::new()))?
         }
@@ -638,6 +643,7 @@ fn build(op: Op, plan: &Plan, rng: &mut XorShift) -> anyhow::Result<Request<Full
                 .method(Method::PATCH)
                 .uri("/v1/session")
                 .header(header::HOST, &plan.host)
+                .header(header::USER_AGENT, SEED_USER_AGENT)
                 .header(name, value)
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(format!(

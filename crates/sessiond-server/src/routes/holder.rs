@@ -1,14 +1,16 @@
 //! Endpoints of the token holder: the browser or app presenting its own session token.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::{SessionError, SessionRecord, Token};
 
+use crate::binding::Mismatch;
 use crate::cookie;
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Transport, if_match, session_token};
+use crate::guard::ClientIp;
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -16,12 +18,40 @@ use crate::state::AppState;
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    client: Option<Extension<ClientIp>>,
 ) -> Result<(SessionRecord, Token, Transport), ApiError> {
     let (token, transport) = session_token(headers).inspect_err(|_| {
         state.metrics.event("invalid_token");
     })?;
     match state.sessions.authenticate(&token).await {
-        Ok(record) => Ok((record, token, transport)),
+        Ok(record) => {
+            let client = client.map(|Extension(ClientIp(ip))| ip);
+            let (mismatches, refuse) = state.binding.config.check(&record, headers, client);
+            let report = !mismatches.is_empty()
+                && state
+                    .binding
+                    .should_report(&record.id, std::time::Instant::now());
+            for m in &mismatches {
+                state.metrics.event(match m {
+                    Mismatch::UserAgent => "binding_mismatch_user_agent",
+                    Mismatch::Ip => "binding_mismatch_ip",
+                });
+            }
+            for m in mismatches.iter().filter(|_| report) {
+                tracing::warn!(
+                    event = "session.binding_mismatch",
+                    session_id = %record.id,
+                    user_id = %record.user_id,
+                    property = m.as_str(),
+                    refused = refuse,
+                    "a session is used by another client than the one that logged in"
+                );
+            }
+            if refuse {
+                return Err(ApiError::Unauthorized);
+            }
+            Ok((record, token, transport))
+        }
         Err(SessionError::Unauthenticated) => {
             state.metrics.event("invalid_token");
             tracing::debug!(session_id = %token.session_id(), "token refused");
@@ -45,8 +75,12 @@ pub(crate) async fn authenticate(
         (status = 503, description = "The store cannot be reached (fail closed)", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn forward_auth(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match authenticate(&state, &headers).await {
+pub async fn forward_auth(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&state, &headers, client).await {
         Ok((record, _, _)) => {
             let (Ok(user), Ok(session)) = (
                 HeaderValue::from_str(record.user_id.as_str()),
@@ -74,8 +108,12 @@ pub async fn forward_auth(State(state): State<AppState>, headers: HeaderMap) -> 
         (status = 401, description = "No live session for this token", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers).await?;
+pub async fn read(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (record, _, _) = authenticate(&state, &headers, client).await?;
     Ok(session_response(StatusCode::OK, &record))
 }
 
@@ -95,10 +133,11 @@ pub async fn read(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 )]
 pub async fn patch(
     State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     body: Result<JsonBody<PatchSession>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers).await?;
+    let (record, _, _) = authenticate(&state, &headers, client).await?;
     let JsonBody(body) = body?;
     let expected = if_match(&headers)?;
     let Some(patch) = body.user_data.0 else {
@@ -119,9 +158,10 @@ pub async fn patch(
 )]
 pub async fn rotate(
     State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, token, transport) = authenticate(&state, &headers).await?;
+    let (_, token, transport) = authenticate(&state, &headers, client).await?;
     let issued = state.sessions.rotate(&token).await?;
     state.metrics.event("rotated");
     tracing::info!(event = "session.rotated", session_id = %issued.record.id, user_id = %issued.record.user_id, "session token rotated");
@@ -157,9 +197,10 @@ pub async fn rotate(
 )]
 pub async fn logout(
     State(state): State<AppState>,
+    client: Option<Extension<ClientIp>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (record, _, transport) = authenticate(&state, &headers).await?;
+    let (record, _, transport) = authenticate(&state, &headers, client).await?;
     state.sessions.revoke(&record.id).await?;
     state.metrics.event("revoked");
     tracing::info!(event = "session.logout", session_id = %record.id, user_id = %record.user_id, "session ended by its holder");

@@ -383,3 +383,57 @@ async fn tls_sessiond_serves_https_from_the_configured_certificate() {
     let _ = stop.send(());
     server.await.expect("server task").expect("clean stop");
 }
+
+#[tokio::test]
+async fn s20_a_user_agent_change_is_counted_and_refused_when_enforced() {
+    use sessiond_server::binding::BindingMode;
+
+    for enforce in [false, true] {
+        let app = TestApp::builder()
+            .with_config(|c| {
+                if enforce {
+                    c.binding.user_agent = BindingMode::Enforce;
+                }
+            })
+            .spawn()
+            .await;
+        let (token, _) = app
+            .create_session_with(&json!({
+                "userId": "user_s20",
+                "metadata": {"userAgent": "Mozilla/5.0 (X11)", "ipAddress": "192.0.2.1"},
+            }))
+            .await;
+        let with_ua = |ua: &str| {
+            app.holder(Method::GET, "/v1/auth", &token)
+                .header("user-agent", ua)
+        };
+        app.send(with_ua("Mozilla/5.0 (X11)"))
+            .await
+            .expect_status(StatusCode::OK);
+        app.send(with_ua("curl/8.5"))
+            .await
+            .expect_status(if enforce {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            });
+        // The login's client still gets in: enforcement refuses requests, it does not end the
+        // session.
+        app.send(with_ua("Mozilla/5.0 (X11)"))
+            .await
+            .expect_status(StatusCode::OK);
+        let metrics = app
+            .send(app.req(Method::GET, "/metrics"))
+            .await
+            .expect_status(StatusCode::OK)
+            .text();
+        assert!(
+            metrics.contains(r#"event="binding_mismatch_user_agent"} 1"#),
+            "one mismatch counted:\n{metrics}"
+        );
+        assert!(
+            !metrics.contains("binding_mismatch_ip"),
+            "addresses are not compared by default"
+        );
+    }
+}
