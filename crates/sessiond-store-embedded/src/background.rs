@@ -35,7 +35,11 @@ impl BackgroundTasks {
                     let now = SystemClock.now();
                     match tokio::task::spawn_blocking(move || ops::sweep(&shared, now)).await {
                         Ok(Ok(0)) => {}
-                        Ok(Ok(n)) => tracing::debug!(reclaimed = n, "swept expired sessions"),
+                        Ok(Ok(n)) => tracing::info!(
+                            event = "session.expired",
+                            reclaimed = n,
+                            "expired sessions reclaimed"
+                        ),
                         Ok(Err(e)) => tracing::warn!(error = %e, "expiry sweep failed"),
                         Err(e) => tracing::warn!(error = %e, "expiry sweep task failed"),
                     }

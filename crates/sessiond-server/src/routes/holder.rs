@@ -22,6 +22,11 @@ pub(crate) async fn authenticate(
 ) -> Result<(SessionRecord, Token, Transport), ApiError> {
     let (token, transport) = session_token(headers).inspect_err(|_| {
         state.metrics.event("invalid_token");
+        tracing::debug!(
+            event = "session.invalid_token",
+            reason = "missing or malformed",
+            "token refused"
+        );
     })?;
     match state.sessions.authenticate(&token).await {
         Ok(record) => {
@@ -54,7 +59,12 @@ pub(crate) async fn authenticate(
         }
         Err(SessionError::Unauthenticated) => {
             state.metrics.event("invalid_token");
-            tracing::debug!(session_id = %token.session_id(), "token refused");
+            tracing::debug!(
+                event = "session.invalid_token",
+                reason = "unknown, expired or revoked",
+                session_id = %token.session_id(),
+                "token refused"
+            );
             Err(ApiError::Unauthorized)
         }
         Err(e) => Err(e.into()),
