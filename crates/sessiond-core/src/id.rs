@@ -204,7 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_id_shape() {
+    fn d09_session_id_shape() {
         let user = UserId::parse("user_12345").unwrap();
         let id = SessionId::from_random(user.shard(), &[7; 12]);
         assert_eq!(id.shard(), user.shard());
@@ -238,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn user_id_rules() {
+    fn d08_d09_user_id_rules() {
         for good in [
             "user_12345",
             "a@example.com",

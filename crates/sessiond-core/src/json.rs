@@ -200,7 +200,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rfc7396_examples() {
+    fn d16_rfc7396_examples() {
         // The table in RFC 7396, Appendix A.
         let cases = [
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
@@ -238,14 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_refused_at_any_depth() {
+    fn d04_duplicate_keys_are_refused_at_any_depth() {
         assert!(serde_json::from_str::<StrictValue>(r#"{"a":1,"a":2}"#).is_err());
         assert!(serde_json::from_str::<StrictValue>(r#"{"x":[{"a":1,"a":2}]}"#).is_err());
         assert!(serde_json::from_str::<StrictValue>(r#"{"a":1,"b":{"a":2}}"#).is_ok());
     }
 
     #[test]
-    fn limits() {
+    fn d01_d02_stored_documents_are_bounded_in_size_and_depth() {
         let limits = DataLimits {
             max_user_data_bytes: 10,
             max_metadata_bytes: 10,

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttl_is_clamped() {
+    fn d06_ttl_is_clamped() {
         let p = Policy::default();
         assert_eq!(p.idle_timeout_for(None), Duration::from_secs(86_400));
         assert_eq!(
@@ -111,6 +111,36 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(p.idle_timeout_for(Some(Duration::MAX)), p.absolute_timeout);
+    }
+
+    /// The defaults SECURITY.md and README.md document (S8), and the settings they give for
+    /// NIST SP 800-63B-4 AAL2 and AAL3 behave as documented.
+    #[test]
+    fn s08_default_timeouts_are_the_documented_ones_and_configurable() {
+        let p = Policy::default();
+        assert_eq!(p.idle_timeout, Duration::from_secs(24 * 3600));
+        assert_eq!(p.absolute_timeout, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(p.touch_interval, Duration::from_secs(60));
+        assert_eq!(p.limit.max_per_user, Some(100));
+        assert_eq!(p.limit.at_cap, AtCap::EvictOldest);
+        for (idle, absolute) in [(3600, 24 * 3600), (15 * 60, 12 * 3600)] {
+            let p = Policy {
+                idle_timeout: Duration::from_secs(idle),
+                absolute_timeout: Duration::from_secs(absolute),
+                ..Policy::default()
+            };
+            assert_eq!(p.idle_timeout_for(None), Duration::from_secs(idle));
+            // The touch lag only ever ends a session earlier: the interval is at most half
+            // the idle timeout.
+            assert!(p.touch_interval_for(p.idle_timeout) <= p.idle_timeout / 2);
+        }
+        // An idle timeout above the absolute one is cut to it.
+        let p = Policy {
+            idle_timeout: Duration::from_secs(48 * 3600),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            ..Policy::default()
+        };
+        assert_eq!(p.idle_timeout_for(None), Duration::from_secs(12 * 3600));
     }
 
     #[test]

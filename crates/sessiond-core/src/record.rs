@@ -97,12 +97,35 @@ mod tests {
     }
 
     #[test]
-    fn idle_expiry_slides_but_absolute_caps() {
+    fn s06_idle_expiry_slides_and_ends_at_the_exact_millisecond() {
         let r = record(1_000, 500, 10_000);
         assert_eq!(r.expires_at(), Timestamp::from_millis(1_500));
         assert!(r.is_live(Timestamp::from_millis(1_499)));
         assert!(!r.is_live(Timestamp::from_millis(1_500)));
+        // Activity slides it.
+        let r = r.touched(Timestamp::from_millis(1_400));
+        assert_eq!(r.expires_at(), Timestamp::from_millis(1_900));
+    }
+
+    #[test]
+    fn s07_no_activity_extends_a_session_past_its_absolute_expiry() {
         let r = record(9_800, 500, 10_000);
+        assert_eq!(r.expires_at(), Timestamp::from_millis(10_000));
+        // However late the activity, the absolute expiry holds.
+        for at in [9_900, 9_999, 10_000, 20_000, u64::MAX] {
+            let t = record(9_800, 500, 10_000).touched(Timestamp::from_millis(at));
+            assert_eq!(
+                t.expires_at(),
+                Timestamp::from_millis(10_000),
+                "touched at {at}"
+            );
+            assert!(
+                !t.is_live(Timestamp::from_millis(10_000)),
+                "touched at {at}"
+            );
+        }
+        // An idle timeout longer than the whole lifetime changes nothing either.
+        let r = record(0, u64::MAX, 10_000);
         assert_eq!(r.expires_at(), Timestamp::from_millis(10_000));
     }
 
@@ -110,6 +133,33 @@ mod tests {
     fn touch_never_goes_back() {
         let r = record(1_000, 500, 10_000).touched(Timestamp::from_millis(900));
         assert_eq!(r.last_activity, Timestamp::from_millis(1_000));
+    }
+
+    #[test]
+    fn s23_the_stored_form_holds_only_the_hash_of_the_secret() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let user = UserId::parse("u").unwrap();
+        for _ in 0..100 {
+            let token = Token::generate(&user).unwrap();
+            let r = SessionRecord {
+                secret_hash: token.secret_hash(),
+                ..record(1, 2, 3)
+            };
+            let stored = serde_json::to_vec(&r).unwrap();
+            let text = token.expose();
+            let encoded = &text[SessionId::LEN + 1..];
+            let raw = URL_SAFE_NO_PAD.decode(encoded).unwrap();
+            let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+            assert!(!contains(text.as_bytes()), "the token in the stored form");
+            assert!(
+                !contains(encoded.as_bytes()),
+                "the encoded secret in the stored form"
+            );
+            assert!(!contains(&raw), "the raw secret in the stored form");
+            // What it does hold is the one-way hash, which verifies the token.
+            assert!(r.secret_hash.verify(&Token::parse(&text).unwrap()));
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn arithmetic_saturates() {
+    fn d06_time_arithmetic_saturates() {
         assert_eq!(
             Timestamp(5).saturating_add(Duration::MAX),
             Timestamp(u64::MAX)

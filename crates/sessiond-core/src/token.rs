@@ -166,6 +166,67 @@ impl TryFrom<String> for SecretHash {
 mod tests {
     use super::*;
 
+    /// S1 (and T1 of RELIABILITY.md at 10^5 instead of 10^6, to stay fast in debug builds):
+    /// tokens decoded from their text carry at least 128 bits of secret, no two are alike, and
+    /// the secret bits are unbiased, overall and at every bit position. The secret comes from
+    /// `getrandom` (the OS CSPRNG), see [`Token::generate`] and [`Token::new_secret_for`].
+    #[test]
+    fn s01_secrets_are_long_unique_and_unbiased() {
+        const N: usize = 100_000;
+        const BITS: usize = SECRET_BYTES * 8;
+        const { assert!(SECRET_BYTES >= 16, "a secret of at least 128 bits") };
+        let user = UserId::parse("u").unwrap();
+        let mut secrets = std::collections::HashSet::with_capacity(N);
+        let mut ids = std::collections::HashSet::with_capacity(N);
+        let mut ones = [0u32; BITS];
+        for _ in 0..N {
+            let text = Token::generate(&user).unwrap().expose();
+            // 43 base64url characters: 256 bits (22 would carry the 128 that S1 asks for).
+            assert_eq!(text.len() - SessionId::LEN - 1, SECRET_ENCODED_LEN);
+            let token = Token::parse(&text).unwrap();
+            for (i, byte) in token.secret.iter().enumerate() {
+                for bit in 0..8 {
+                    ones[i * 8 + bit] += u32::from((byte >> bit) & 1);
+                }
+            }
+            assert!(secrets.insert(token.secret), "a duplicate secret");
+            assert!(ids.insert(token.id), "a duplicate session id");
+        }
+        let total: u64 = ones.iter().map(|&n| u64::from(n)).sum();
+        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        let overall = total as f64 / (N * BITS) as f64;
+        assert!(
+            (overall - 0.5).abs() < 0.005,
+            "frequency of 1 bits over all secret bits: {overall}"
+        );
+        // Per position the standard deviation is 0.5 / sqrt(N) ≈ 0.0016; 0.01 is over six of
+        // them, so only a stuck or strongly biased bit fails.
+        for (position, &n) in ones.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            let f = f64::from(n) / N as f64;
+            assert!(
+                (f - 0.5).abs() < 0.01,
+                "bit {position} is 1 with frequency {f}"
+            );
+        }
+    }
+
+    #[test]
+    fn s17_debug_output_never_shows_the_secret() {
+        let t = Token::generate(&UserId::parse("u").unwrap()).unwrap();
+        let text = t.expose();
+        let secret = &text[SessionId::LEN + 1..];
+        for shown in [
+            format!("{t:?}"),
+            format!("{t:#?}"),
+            format!("{:?}", t.secret_hash()),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!shown.contains(&text), "{shown}");
+        }
+        assert!(format!("{t:?}").contains(t.session_id().as_str()));
+    }
+
     #[test]
     fn round_trip() {
         let t = Token::generate(&UserId::parse("u").unwrap()).unwrap();
@@ -178,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_every_other_shape() {
+    fn s24_d07_the_shape_check_rejects_every_other_shape() {
         let text = Token::generate(&UserId::parse("u").unwrap())
             .unwrap()
             .expose();

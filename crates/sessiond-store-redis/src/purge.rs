@@ -2,10 +2,11 @@
 //!
 //! Redis has no "delete by prefix", and `FLUSHDB` would take whatever else shares the database.
 //! So each primary is walked with `SCAN MATCH <prefix>s:*` (then `<prefix>u:*`), and what each
-//! step finds is unlinked in one pipeline: `UNLINK` frees values off the main thread, so Redis
+//! step finds is unlinked at once (per slot on Cluster): `UNLINK` frees values off the main thread, so Redis
 //! keeps answering validations while millions of keys go. Every step has the store's timeout;
 //! the walk as a whole has none, since its length grows with the keyspace.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -85,20 +86,58 @@ pub(crate) async fn unlink_matching(
     loop {
         let (next, keys) = scan_step(conn, node, cursor, pattern, timeout).await?;
         if !keys.is_empty() {
-            // One command per key: on Cluster, keys of one step live in many slots, and the
-            // client routes each command of the pipeline to its slot's node.
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("UNLINK").arg(key);
-            }
-            let counts: Vec<u64> = timed(timeout, pipe.query_async(conn)).await?;
-            removed += counts.iter().sum::<u64>();
+            removed += unlink(conn, keys, timeout).await?;
         }
         if next == 0 {
             return Ok(removed);
         }
         cursor = next;
     }
+}
+
+/// Unlinks `keys`: one command on a single server. On Cluster a command (and a pipeline) must
+/// stay within one slot, so the keys are grouped by their hash tag (every sessiond key has
+/// one, and one tag is one slot) and the groups are sent concurrently.
+async fn unlink(conn: &mut Connection, keys: Vec<Vec<u8>>, timeout: Duration) -> RedisResult<u64> {
+    if !matches!(conn, Connection::Cluster(_)) {
+        return timed(timeout, redis::cmd("UNLINK").arg(keys).query_async(conn)).await;
+    }
+    let mut groups: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+    for key in keys {
+        groups.entry(hash_tag(&key).to_vec()).or_default().push(key);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, group) in groups {
+        let mut conn = conn.clone();
+        tasks.spawn(async move {
+            timed(
+                timeout,
+                redis::cmd("UNLINK")
+                    .arg(group)
+                    .query_async::<u64>(&mut conn),
+            )
+            .await
+        });
+    }
+    let mut removed = 0;
+    while let Some(done) = tasks.join_next().await {
+        removed += done.map_err(|e| {
+            redis::RedisError::from(std::io::Error::other(format!("an unlink task failed: {e}")))
+        })??;
+    }
+    Ok(removed)
+}
+
+/// The part of `key` Redis Cluster hashes: what is inside the first `{...}`, if not empty, else
+/// the whole key.
+fn hash_tag(key: &[u8]) -> &[u8] {
+    key.iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &key[open + 1..open + 1 + close])
+        })
+        .unwrap_or(key)
 }
 
 /// The addresses of a cluster's primaries, from `CLUSTER NODES`.
@@ -146,6 +185,14 @@ fn parse_primaries(text: &str) -> Vec<Node> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_grouped_by_their_hash_tag() {
+        assert_eq!(hash_tag(b"sd:s:{Ab}xyz"), b"Ab");
+        assert_eq!(hash_tag(b"sd:u:{Ab}user"), b"Ab");
+        assert_eq!(hash_tag(b"no-tag"), b"no-tag");
+        assert_eq!(hash_tag(b"empty{}tag"), b"empty{}tag");
+    }
 
     #[test]
     fn prefixes_are_matched_literally() {

@@ -70,7 +70,7 @@ fn new_session() -> NewSession {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn works_as_an_acl_user_limited_to_its_keys_and_commands() {
+async fn s23_works_as_an_acl_user_limited_to_its_keys_and_commands() {
     let server = tokio::task::spawn_blocking(|| RedisServer::start_with(ACL))
         .await
         .expect("start redis");
@@ -96,7 +96,7 @@ async fn works_as_an_acl_user_limited_to_its_keys_and_commands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_is_unavailable_not_a_crash() {
+async fn s21_a_wrong_password_is_unavailable_not_a_crash() {
     let server = tokio::task::spawn_blocking(|| {
         RedisServer::start_with(&["--requirepass", "right-password"])
     })

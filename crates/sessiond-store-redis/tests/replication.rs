@@ -65,7 +65,7 @@ fn replica_holds(data: &RedisReplicated, index: usize, session_id: &str) -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_session_is_refused_at_once_while_a_replica_lags() {
+async fn s09_a_revoked_session_is_refused_at_once_while_a_replica_lags() {
     let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
         .await
         .expect("start redis");
@@ -125,7 +125,7 @@ async fn a_revoked_session_is_refused_at_once_while_a_replica_lags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_away_token_is_refused_at_once_while_a_replica_lags() {
+async fn s04_a_rotated_away_token_is_refused_at_once_while_a_replica_lags() {
     let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
         .await
         .expect("start redis");
@@ -179,7 +179,7 @@ async fn durable_writes_fail_with_too_few_replica_acknowledgements() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_sessiond_process_refuses_the_revoked_token_at_once_too() {
+async fn s09_another_sessiond_process_refuses_the_revoked_token_at_once_too() {
     let (data, link) = tokio::task::spawn_blocking(RedisReplicated::start_with_lagging_replica)
         .await
         .expect("start redis");

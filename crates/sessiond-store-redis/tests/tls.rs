@@ -35,7 +35,7 @@ fn new_session() -> NewSession {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_work_over_tls_with_a_trusted_ca() {
+async fn s23_sessions_work_over_tls_with_a_trusted_ca() {
     let (server, url, ca) = tokio::task::spawn_blocking(RedisServer::start_tls)
         .await
         .expect("tls redis");
@@ -63,7 +63,7 @@ async fn sessions_work_over_tls_with_a_trusted_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_untrusted_certificate_is_refused() {
+async fn s23_an_untrusted_certificate_is_refused() {
     let (_server, url, _ca) = tokio::task::spawn_blocking(RedisServer::start_tls)
         .await
         .expect("tls redis");

@@ -11,6 +11,27 @@
 //! passing a later `now`. All times sit after [`T0`], far in the future of any wall clock:
 //! engines may also reclaim expired records by the wall clock (the embedded sweeper, Redis key
 //! expiry), and a record must not vanish under a case before the `now` it passes says so.
+//!
+//! Requirements of RELIABILITY.md (a) these cases prove on every engine, under the same test
+//! names in each engine's suite (SECURITY.md maps every id to its tests):
+//!
+//! - S4 (a rotated-away token is dead at once): [`rotate_with_old_hash_is_stale`],
+//!   [`racing_rotations_have_exactly_one_winner`].
+//! - S6 (an idle-expired session is never served, even before the engine reclaims it):
+//!   [`idle_expiry_is_exact_to_the_millisecond`],
+//!   [`idle_expired_session_is_gone_for_every_operation`],
+//!   [`touch_of_unknown_or_expired_session_writes_nothing`].
+//! - S7 (no activity extends a session past its absolute expiry):
+//!   [`absolute_expiry_is_not_extended_by_touches`].
+//! - S9 (logout deletes the session on the server): [`delete_removes_session_and_index_entry`].
+//! - S10, S12 (end every session of a user): [`delete_user_removes_every_live_session`].
+//! - S12 (the emergency path: every session of every user):
+//!   [`delete_all_ends_every_session_of_every_user`].
+//! - S11 (end all others): [`delete_user_keeps_the_excepted_session`].
+//! - S13 (a user's list holds exactly the live sessions):
+//!   [`list_user_returns_exactly_the_users_live_sessions`].
+//! - S14, D13 (the per-user cap): [`cap_evicts_the_least_recently_active_session`],
+//!   [`cap_with_reject_writes_nothing`], [`cap_ignores_expired_sessions`].
 
 #![allow(
     clippy::expect_used,
@@ -997,10 +1018,11 @@ pub async fn delete_user_removes_every_live_session(store: Arc<dyn SessionStore>
 
 /// The emergency path: every session of every user ends, and the store keeps working.
 pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionStore>) {
-    let users = [fresh_user("purge-a"), fresh_user("purge-b")];
+    // Enough users that, on Cluster, one node holds several of their slots.
+    let users: Vec<UserId> = (0..12).map(|i| fresh_user(&format!("purge-{i}"))).collect();
     let records: Vec<SessionRecord> = users
         .iter()
-        .flat_map(|u| (0..3).map(move |i| record(u, at(i * 10))))
+        .flat_map(|u| (0..2).map(move |i| record(u, at(i * 10))))
         .collect();
     for rec in &records {
         create(&*store, rec).await;
@@ -1008,7 +1030,7 @@ pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionS
     let now = at(1_000);
     let removed = store.delete_all().await.expect("delete_all failed");
     assert_eq!(
-        removed, 6,
+        removed, 24,
         "delete_all must report every session it removed"
     );
     for rec in &records {

@@ -67,7 +67,7 @@ async fn unknown_session_id_is_404_for_every_method() {
 }
 
 #[tokio::test]
-async fn malformed_session_id_is_400_for_every_method() {
+async fn d09_malformed_session_id_is_400_for_every_method() {
     let app = TestApp::spawn().await;
     let long = "a".repeat(10 * 1024);
     for bad in [
@@ -100,7 +100,7 @@ async fn malformed_session_id_is_400_for_every_method() {
 }
 
 #[tokio::test]
-async fn backend_patch_with_if_match() {
+async fn d16_backend_patch_with_if_match() {
     let app = TestApp::spawn().await;
     let (token, created) = app
         .create_session_with(&json!({"userId": "u1", "userData": {"role": "user"}}))
@@ -144,7 +144,7 @@ async fn backend_patch_with_if_match() {
 }
 
 #[tokio::test]
-async fn list_is_newest_activity_first() {
+async fn s13_list_is_newest_activity_first() {
     let app = TestApp::builder()
         .with_touch_interval(Duration::ZERO)
         .spawn()
@@ -192,7 +192,7 @@ async fn list_is_newest_activity_first() {
 }
 
 #[tokio::test]
-async fn revoke_one_session() {
+async fn s13_a_backend_ends_one_session_of_a_user() {
     let app = TestApp::spawn().await;
     let (token, s) = app.create_session("u1").await;
     let (other, _) = app.create_session("u1").await;
@@ -215,7 +215,7 @@ async fn revoke_one_session() {
 }
 
 #[tokio::test]
-async fn revoke_all_of_a_user() {
+async fn s10_s12_revoke_all_ends_every_session_of_the_user() {
     let app = TestApp::spawn().await;
     let mut tokens = Vec::new();
     for _ in 0..3 {
@@ -244,7 +244,7 @@ async fn revoke_all_of_a_user() {
 }
 
 #[tokio::test]
-async fn revoke_all_except_the_current_one() {
+async fn s11_revoke_all_except_the_current_one() {
     let app = TestApp::spawn().await;
     let (t1, _) = app.create_session("u1").await;
     let (kept, kept_session) = app.create_session("u1").await;
@@ -273,7 +273,7 @@ async fn revoke_all_except_the_current_one() {
 }
 
 #[tokio::test]
-async fn cap_evicts_the_oldest_activity() {
+async fn s14_cap_evicts_the_oldest_activity() {
     let app = TestApp::builder()
         .with_max_per_user(2)
         .with_at_cap(AtCap::EvictOldest)
@@ -297,7 +297,7 @@ async fn cap_evicts_the_oldest_activity() {
 }
 
 #[tokio::test]
-async fn cap_rejects_when_configured() {
+async fn s14_cap_rejects_when_configured() {
     let app = TestApp::builder()
         .with_max_per_user(2)
         .with_at_cap(AtCap::Reject)
@@ -320,7 +320,7 @@ async fn cap_rejects_when_configured() {
 }
 
 #[tokio::test]
-async fn malformed_user_id_in_path_is_400() {
+async fn d09_malformed_user_id_in_path_is_400() {
     let app = TestApp::spawn().await;
     let long = "u".repeat(257);
     for bad in [
@@ -340,5 +340,90 @@ async fn malformed_user_id_in_path_is_400() {
             .await
             .problem(StatusCode::BAD_REQUEST);
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s11_revoke_all_except_by_either_query_name() {
+    let app = TestApp::spawn().await;
+    for name in ["except", "exceptSessionId"] {
+        let (t1, _) = app.create_session("u1").await;
+        let (kept, kept_session) = app.create_session("u1").await;
+        let body = app
+            .send(app.backend(
+                Method::DELETE,
+                &format!("/v1/users/u1/sessions?{name}={}", id_of(&kept_session)),
+            ))
+            .await
+            .expect_status(StatusCode::OK)
+            .json();
+        assert_eq!(body, json!({"revoked": 1}), "{name}");
+        assert_eq!(
+            app.auth_status(&t1).await,
+            StatusCode::UNAUTHORIZED,
+            "{name}"
+        );
+        assert_eq!(app.auth_status(&kept).await, StatusCode::OK, "{name}");
+        // Clean up for the next round.
+        app.send(app.backend(Method::DELETE, "/v1/users/u1/sessions"))
+            .await
+            .expect_status(StatusCode::OK);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s13_list_shows_only_live_sessions() {
+    let app = TestApp::spawn().await;
+    let (_, short) = app
+        .create_session_with(&json!({"userId": "u1", "ttlSeconds": 1}))
+        .await;
+    let (live, live_session) = app.create_session("u1").await;
+    let (ended, ended_session) = app.create_session("u1").await;
+    app.send(app.holder(Method::DELETE, "/v1/session", &ended))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let ids: Vec<String> = list(&app, "u1").await.iter().map(id_of).collect();
+    assert!(ids.contains(&id_of(&short)) && ids.contains(&id_of(&live_session)));
+    assert!(
+        !ids.contains(&id_of(&ended_session)),
+        "a logged-out session is listed"
+    );
+    // Expiry is the behaviour under test: wait past the one-second session's end.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sessions = list(&app, "u1").await;
+    let ids: Vec<String> = sessions.iter().map(id_of).collect();
+    assert_eq!(
+        ids,
+        [id_of(&live_session)],
+        "only the live session is listed"
+    );
+    assert_eq!(app.auth_status(&live).await, StatusCode::OK);
+    // The holder ends the remaining one from the list, as a "your devices" page does.
+    app.send(app.backend(Method::DELETE, &format!("/v1/sessions/{}", ids[0])))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert!(list(&app, "u1").await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d13_many_creates_for_one_user_stay_within_the_cap() {
+    // 60 logins of one user against a cap of 5 (evict-oldest, the default mode).
+    let app = TestApp::builder().with_max_per_user(5).spawn().await;
+    let mut last = String::new();
+    for _ in 0..60 {
+        last = app.create_session("u1").await.0;
+        assert!(list(&app, "u1").await.len() <= 5, "over the cap");
+    }
+    assert_eq!(list(&app, "u1").await.len(), 5);
+    assert_eq!(app.auth_status(&last).await, StatusCode::OK);
+    let body = app
+        .send(app.backend(Method::DELETE, "/v1/users/u1/sessions"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!(body, json!({"revoked": 5}));
+    assert!(list(&app, "u1").await.is_empty());
     app.shutdown().await;
 }

@@ -1,12 +1,19 @@
 //! Bad input (RELIABILITY.md (d)): malformed and hostile JSON, oversized bodies and documents,
 //! wrong media types, invalid numbers and identifiers, fields clients may not set, unsupported
 //! methods and unknown paths. Every case is a `4xx` problem, and the server keeps serving.
+//!
+//! The cases about the HTTP framing itself (endless bodies, slow or oversized request heads,
+//! smuggling) talk raw HTTP/1.1 over a socket, since a well-behaved client cannot send them.
 
-use reqwest::header::{ALLOW, CONTENT_TYPE};
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Resp, TestApp};
+use crate::helpers::{KEY, Resp, TestApp};
 
 /// `POST /v1/sessions` with a raw body sent as JSON.
 async fn create_raw(app: &TestApp, body: impl Into<reqwest::Body>) -> Resp {
@@ -36,7 +43,7 @@ async fn assert_alive(app: &TestApp, token: &str) {
 }
 
 #[tokio::test]
-async fn malformed_json_is_400() {
+async fn d03_malformed_json_and_invalid_utf8_are_400() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     let bodies: Vec<Vec<u8>> = vec![
@@ -86,7 +93,7 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test]
-async fn array_bodies_are_400() {
+async fn d16_array_bodies_are_400() {
     let app = TestApp::spawn().await;
     let (token, _) = app
         .create_session_with(&json!({"userId": "u1", "userData": {"a": 1}}))
@@ -132,7 +139,7 @@ async fn array_bodies_are_400() {
 }
 
 #[tokio::test]
-async fn duplicate_keys_are_400() {
+async fn d04_duplicate_keys_are_400() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     for body in [
@@ -160,7 +167,7 @@ async fn duplicate_keys_are_400() {
 }
 
 #[tokio::test]
-async fn absurd_nesting_within_the_body_limit_is_400() {
+async fn d02_absurd_nesting_within_the_body_limit_is_400() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     // Under the default 64 KiB body limit, so the parser sees them.
@@ -208,7 +215,7 @@ async fn absurd_nesting_within_the_body_limit_is_400() {
     app.create_session_with(&json!({"userId": "u1", "userData": deep(10)}))
         .await;
     // At 100 000 levels the body itself is over the default 64 KiB limit, which is checked
-    // first (see `absurd_nesting_of_100000_levels_is_400` for the parser's answer).
+    // first (see `d02_absurd_nesting_of_100000_levels_is_400` for the parser's answer).
     let n = 100_000;
     for body in [
         format!("{{\"userId\":\"u1\",\"userData\":{{\"x\":{}", "[".repeat(n)),
@@ -223,7 +230,7 @@ async fn absurd_nesting_within_the_body_limit_is_400() {
 }
 
 #[tokio::test]
-async fn absurd_nesting_of_100000_levels_is_400() {
+async fn d02_absurd_nesting_of_100000_levels_is_400() {
     // A body limit large enough that 100 000 levels reach the JSON parser.
     let app = TestApp::builder()
         .with_max_body_bytes(2 * 1024 * 1024)
@@ -256,7 +263,7 @@ async fn absurd_nesting_of_100000_levels_is_400() {
 }
 
 #[tokio::test]
-async fn oversized_body_is_413() {
+async fn d01_body_over_the_limit_gets_413() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     let filler = "x".repeat(4 * 1024 * 1024);
@@ -274,7 +281,7 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
-async fn oversized_documents_are_413() {
+async fn d01_documents_over_their_limits_get_413() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     // Within the 64 KiB body limit, over the 16 KiB userData and 4 KiB metadata limits.
@@ -315,7 +322,7 @@ async fn oversized_documents_are_413() {
 }
 
 #[tokio::test]
-async fn body_without_json_content_type_is_415() {
+async fn d05_body_without_json_content_type_is_415() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     let body = r#"{"userId":"u1"}"#;
@@ -358,7 +365,7 @@ async fn body_without_json_content_type_is_415() {
 }
 
 #[tokio::test]
-async fn bad_ttl_seconds_are_400() {
+async fn d06_bad_ttl_seconds_are_400() {
     let app = TestApp::spawn().await;
     for ttl in [
         "-1",
@@ -389,7 +396,7 @@ async fn bad_ttl_seconds_are_400() {
 }
 
 #[tokio::test]
-async fn invalid_user_ids_are_400() {
+async fn d08_d09_invalid_user_ids_are_400() {
     let app = TestApp::spawn().await;
     let long = "u".repeat(257);
     for user in [
@@ -426,7 +433,7 @@ async fn invalid_user_ids_are_400() {
 }
 
 #[tokio::test]
-async fn clients_cannot_choose_server_owned_fields() {
+async fn d04_clients_cannot_choose_server_owned_fields() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("u1").await;
     for (field, value) in [
@@ -446,7 +453,7 @@ async fn clients_cannot_choose_server_owned_fields() {
 }
 
 #[tokio::test]
-async fn patch_of_anything_but_user_data_is_400() {
+async fn d04_d16_patch_of_anything_but_user_data_is_400() {
     let app = TestApp::spawn().await;
     let (token, session) = app
         .create_session_with(&json!({"userId": "u1", "userData": {"a": 1}}))
@@ -498,7 +505,7 @@ async fn patch_of_anything_but_user_data_is_400() {
 }
 
 #[tokio::test]
-async fn unsupported_methods_are_405_with_allow() {
+async fn d17_unsupported_methods_are_405_with_allow() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("u1").await;
     let id = session["sessionId"].as_str().expect("id");
@@ -579,5 +586,452 @@ async fn unknown_paths_are_404_problems() {
             .problem(StatusCode::NOT_FOUND);
         assert_eq!(p["status"], 404, "{method} {path}");
     }
+    app.shutdown().await;
+}
+
+/// What the server sent on a raw connection, and how the connection ended.
+#[derive(Debug)]
+struct RawExchange {
+    /// Everything received, lossily as text.
+    received: String,
+    /// The server closed the connection (EOF or reset) before `wait` ran out.
+    closed: bool,
+    /// Time from the first byte sent until the connection closed (or `wait` ran out).
+    elapsed: Duration,
+}
+
+impl RawExchange {
+    /// The status code of the first response, if one arrived.
+    fn status(&self) -> Option<u16> {
+        self.received
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+    }
+}
+
+/// Sends `parts` on a fresh connection, pausing `pause` between them (a write that fails
+/// because the server already closed ends the sending), then reads until the server closes
+/// the connection or `wait` has passed since the first byte.
+async fn raw_exchange(
+    addr: SocketAddr,
+    parts: Vec<Vec<u8>>,
+    pause: Duration,
+    wait: Duration,
+) -> RawExchange {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .expect("write timeout");
+        let start = Instant::now();
+        let mut received = Vec::new();
+        let mut closed = false;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 && !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            if stream.write_all(part).is_err() {
+                break;
+            }
+        }
+        let mut buf = [0u8; 8192];
+        while let Some(left) = wait.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) {
+            stream.set_read_timeout(Some(left)).expect("read timeout");
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break;
+                }
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        RawExchange {
+            received: String::from_utf8_lossy(&received).into_owned(),
+            closed,
+            elapsed: start.elapsed(),
+        }
+    })
+    .await
+    .expect("raw exchange")
+}
+
+#[tokio::test]
+async fn d01_an_endless_chunked_body_gets_413_and_the_connection_closed() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    let addr = app.addr;
+    // Chunks of 16 KiB, up to 64 MiB: a thousand times the default 64 KiB limit. The writer
+    // stops as soon as the server stops taking bytes.
+    let (written, exchange) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .expect("write timeout");
+        let mut reader = stream.try_clone().expect("clone the socket");
+        let writer = std::thread::spawn(move || {
+            let head = format!(
+                "POST /v1/sessions HTTP/1.1\r\nHost: sessiond\r\nX-Api-Key: {KEY}\r\n\
+                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+            let mut written = 0usize;
+            if stream.write_all(head.as_bytes()).is_err() {
+                return written;
+            }
+            let opening = br#"{"userId":"u1","userData":{"x":""#;
+            let mut chunk = format!("{:x}\r\n", opening.len()).into_bytes();
+            chunk.extend_from_slice(opening);
+            chunk.extend_from_slice(b"\r\n");
+            if stream.write_all(&chunk).is_err() {
+                return written;
+            }
+            let filler = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+            while written < 64 * 1024 * 1024 {
+                if stream.write_all(filler.as_bytes()).is_err() {
+                    break;
+                }
+                written += 0x4000;
+            }
+            written
+        });
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut closed = false;
+        let start = Instant::now();
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break;
+                }
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let elapsed = start.elapsed();
+        let written = writer.join().expect("writer thread");
+        (
+            written,
+            RawExchange {
+                received: String::from_utf8_lossy(&received).into_owned(),
+                closed,
+                elapsed,
+            },
+        )
+    })
+    .await
+    .expect("raw exchange");
+    assert_eq!(exchange.status(), Some(413), "{exchange:?}");
+    assert!(
+        exchange
+            .received
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{exchange:?}"
+    );
+    assert!(exchange.closed, "the connection is closed: {exchange:?}");
+    assert!(
+        written < 64 * 1024 * 1024,
+        "the server read the whole 64 MiB ({written} bytes written)"
+    );
+    assert_alive(&app, &token).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d05_accept_text_html_still_gets_json() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    let r = app
+        .send(
+            app.holder(Method::GET, "/v1/session", &token)
+                .header(ACCEPT, "text/html"),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(r.header(CONTENT_TYPE.as_str()), Some("application/json"));
+    assert_eq!(r.json()["userId"], "u1");
+    let r = app
+        .send(
+            app.backend(Method::POST, "/v1/sessions")
+                .header(ACCEPT, "text/html, application/xhtml+xml")
+                .json(&json!({"userId": "u2"})),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    assert_eq!(r.header(CONTENT_TYPE.as_str()), Some("application/json"));
+    // Errors too stay problem+json (checked for every error by `send`), never HTML.
+    let r = app
+        .send(
+            app.req(Method::GET, "/v1/session")
+                .header(ACCEPT, "text/html"),
+        )
+        .await
+        .expect_status(StatusCode::UNAUTHORIZED);
+    assert!(!r.text().contains('<'), "{}", r.text());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d08_identity_headers_come_only_from_the_stored_session() {
+    let app = TestApp::spawn().await;
+    let (token, session) = app
+        .create_session_with(&json!({
+            "userId": "user_12345",
+            "metadata": {
+                "userAgent": "Mozilla/5.0\r\nX-User-Id: admin",
+                "ipAddress": "1.2.3.4\nX-Injected: 1",
+                "loginMethod": "email\u{0}\u{e9}",
+            },
+        }))
+        .await;
+    // Control characters in metadata are data: stored and returned as JSON, never a header.
+    assert_eq!(
+        session["metadata"]["userAgent"],
+        "Mozilla/5.0\r\nX-User-Id: admin"
+    );
+    let r = app
+        .send(
+            app.holder(Method::GET, "/v1/auth", &token)
+                .header("x-user-id", "admin")
+                .header("x-session-id", "sess_AAAAAAAAAAAAAAAA")
+                .header("x-forwarded-user", "admin")
+                .header("x-forwarded-for", "10.0.0.1"),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    let users: Vec<&str> = r
+        .headers
+        .get_all("x-user-id")
+        .iter()
+        .map(|v| v.to_str().expect("text"))
+        .collect();
+    assert_eq!(users, ["user_12345"], "exactly the stored user id");
+    let sessions: Vec<&str> = r
+        .headers
+        .get_all("x-session-id")
+        .iter()
+        .map(|v| v.to_str().expect("text"))
+        .collect();
+    assert_eq!(sessions, [session["sessionId"].as_str().expect("id")]);
+    for name in ["x-injected", "x-forwarded-user", "x-forwarded-for"] {
+        assert!(r.header(name).is_none(), "{name} in the answer");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d10_a_slow_or_idle_request_head_is_cut_off_at_the_header_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let app = TestApp::builder()
+        .with_config(|c| c.limits.header_read_timeout = timeout)
+        .spawn()
+        .await;
+    let (token, _) = app.create_session("u1").await;
+    // A head trickled one byte every 200 ms (slowloris), and a connection that sends nothing.
+    let mut trickle: Vec<Vec<u8>> = vec![b"GET /healthz HTTP/1.1\r\n".to_vec()];
+    trickle.extend((0..40).map(|_| b"X".to_vec()));
+    let slow = raw_exchange(
+        app.addr,
+        trickle,
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+    );
+    let idle = raw_exchange(app.addr, vec![], Duration::ZERO, Duration::from_secs(10));
+    // Other clients are served meanwhile.
+    let served = async {
+        for _ in 0..5 {
+            assert_eq!(app.auth_status(&token).await, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (slow, idle, ()) = tokio::join!(slow, idle, served);
+    for (name, exchange) in [("trickled head", &slow), ("idle connection", &idle)] {
+        assert!(exchange.closed, "{name}: not closed: {exchange:?}");
+        // The trickle would take 8 s; the timeout is 1 s, with slack for a loaded machine.
+        assert!(
+            exchange.elapsed < Duration::from_secs(5),
+            "{name}: closed after {:?}",
+            exchange.elapsed
+        );
+        assert!(
+            !exchange.received.contains(" 200 "),
+            "{name}: the request was served: {exchange:?}"
+        );
+    }
+    assert_alive(&app, &token).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d11_oversized_request_heads_get_431() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    let head = |extra: &str| {
+        format!("GET /v1/auth HTTP/1.1\r\nHost: sessiond\r\nAuthorization: Bearer {token}\r\n{extra}\r\n")
+            .into_bytes()
+    };
+    // 101 headers in all with Host and Authorization (hyper's default cap is 100).
+    let many: String = (0..99).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    // A 64 KiB cookie, over the 16 KiB head limit.
+    let cookie = format!("Cookie: big={}\r\n", "c".repeat(64 * 1024));
+    // A 20 KiB head sent in 200-byte pieces, so no single read sees it whole (hyper #4081).
+    let split_head = head(&format!("X-Big: {}\r\n", "s".repeat(20 * 1024)));
+    let pieces: Vec<Vec<u8>> = split_head.chunks(200).map(<[u8]>::to_vec).collect();
+    for (name, parts, pause) in [
+        ("101 headers", vec![head(&many)], Duration::ZERO),
+        ("64 KiB cookie", vec![head(&cookie)], Duration::ZERO),
+        ("head split across reads", pieces, Duration::from_millis(1)),
+    ] {
+        let exchange = raw_exchange(app.addr, parts, pause, Duration::from_secs(10)).await;
+        assert_eq!(exchange.status(), Some(431), "{name}: {exchange:?}");
+        assert!(
+            exchange.closed,
+            "{name}: connection left open: {exchange:?}"
+        );
+    }
+    // Just under the limits is served.
+    let few: String = (0..90).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let exchange = raw_exchange(
+        app.addr,
+        vec![head(&format!("{few}Connection: close\r\n"))],
+        Duration::ZERO,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(exchange.status(), Some(200), "{exchange:?}");
+    assert_alive(&app, &token).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn d12_ambiguous_message_framing_is_refused_or_ends_the_connection() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    let post = |user: &str, framing: &str, rest: &str| {
+        let body = format!(r#"{{"userId":"{user}"}}"#);
+        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let rest = rest.replace("{body}", &body).replace("{chunked}", &chunked);
+        let framing = framing
+            .replace("{body_len}", &body.len().to_string())
+            .replace("{chunked_len}", &chunked.len().to_string());
+        format!(
+            "POST /v1/sessions HTTP/1.1\r\nHost: sessiond\r\nX-Api-Key: {KEY}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n{rest}"
+        )
+        .into_bytes()
+    };
+    // After the ambiguous request, a second one that a desynchronised server would answer.
+    let follow = format!(
+        "GET /v1/users/smuggled/sessions HTTP/1.1\r\nHost: sessiond\r\nX-Api-Key: {KEY}\r\n\r\n"
+    );
+    let refused = [
+        (
+            "two different Content-Lengths",
+            post(
+                "smuggled",
+                "Content-Length: {body_len}\r\nContent-Length: 5\r\n",
+                &format!("{{body}}{follow}"),
+            ),
+        ),
+        (
+            "Transfer-Encoding not ending in chunked",
+            post(
+                "smuggled",
+                "Transfer-Encoding: chunked, identity\r\n",
+                &format!("{{chunked}}{follow}"),
+            ),
+        ),
+        (
+            "unknown Transfer-Encoding",
+            post(
+                "smuggled",
+                "Transfer-Encoding: xchunked\r\n",
+                &format!("{{chunked}}{follow}"),
+            ),
+        ),
+        (
+            "space before the colon",
+            post(
+                "smuggled",
+                "Transfer-Encoding : chunked\r\n",
+                &format!("{{chunked}}{follow}"),
+            ),
+        ),
+    ];
+    for (name, bytes) in refused {
+        let exchange = raw_exchange(
+            app.addr,
+            vec![bytes],
+            Duration::ZERO,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(exchange.status(), Some(400), "{name}: {exchange:?}");
+        assert!(
+            exchange.closed,
+            "{name}: connection left open: {exchange:?}"
+        );
+        assert_eq!(
+            exchange.received.matches("HTTP/1.1 ").count(),
+            1,
+            "{name}: the smuggled request was answered: {exchange:?}"
+        );
+    }
+    let list = app
+        .send(app.backend(Method::GET, "/v1/users/smuggled/sessions"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!(
+        list,
+        json!({"sessions": []}),
+        "no refused request created a session"
+    );
+
+    // Both Content-Length and Transfer-Encoding: hyper takes the other option RFC 9112 §6.3
+    // allows, reading the body by Transfer-Encoding alone, and closes the connection after
+    // answering, so whatever follows in the stream is never read as a request.
+    let exchange = raw_exchange(
+        app.addr,
+        vec![post(
+            "te_wins",
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            &format!("{{chunked}}{follow}"),
+        )],
+        Duration::ZERO,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        matches!(exchange.status(), Some(201 | 400)),
+        "Content-Length and Transfer-Encoding: {exchange:?}"
+    );
+    assert!(
+        exchange.closed && exchange.elapsed < Duration::from_secs(5),
+        "the connection is closed after the answer: {exchange:?}"
+    );
+    assert_eq!(
+        exchange.received.matches("HTTP/1.1 ").count(),
+        1,
+        "the smuggled request was answered: {exchange:?}"
+    );
+    assert_alive(&app, &token).await;
     app.shutdown().await;
 }

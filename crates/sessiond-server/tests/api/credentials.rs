@@ -1,12 +1,51 @@
 //! Refused credentials (RELIABILITY.md D7, D18): missing, malformed, unknown, revoked,
 //! rotated-away and conflicting session tokens, and wrong API keys. All get `401` with one and
-//! the same body, and `GET /v1/auth` never answers anything but `200` or `401` for them.
+//! the same body, and `GET /v1/auth` never answers anything but `200` or `401` for them. Also
+//! what a client can never do with a token: choose it (S2), pass it in the URL (S16), see it
+//! echoed in an error (S17), or make a malformed one cost a store operation (S24).
 
-use reqwest::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderValue};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, IF_MATCH};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{KEY, Resp, TestApp};
+
+/// The sum of the `/metrics` samples of `family` (the name before `{`) whose labels contain
+/// every one of `labels`.
+async fn metric(app: &TestApp, family: &str, labels: &[&str]) -> f64 {
+    let text = app
+        .send(app.req(Method::GET, "/metrics"))
+        .await
+        .expect_status(StatusCode::OK)
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Store operations made so far, of any kind but those a scrape of `/metrics` makes itself.
+async fn store_operations(app: &TestApp) -> f64 {
+    let text = app
+        .send(app.req(Method::GET, "/metrics"))
+        .await
+        .expect_status(StatusCode::OK)
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with("sessiond_store_operation_duration_seconds_count{"))
+        .filter(|l| !l.contains("op=\"count\"") && !l.contains("op=\"ping\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A token of exactly the shape sessiond issues, chosen by the client instead.
+const CHOSEN_ID: &str = "sess_ChosenByClient00";
+fn chosen_token() -> String {
+    format!("{CHOSEN_ID}.{}", "A".repeat(43))
+}
 
 /// Every way of presenting a token that must be refused, as header sets.
 async fn refused_token_cases(app: &TestApp) -> Vec<(String, HeaderMap)> {
@@ -129,7 +168,7 @@ async fn refused_token_cases(app: &TestApp) -> Vec<(String, HeaderMap)> {
 }
 
 #[tokio::test]
-async fn every_refused_token_gets_the_same_401() {
+async fn d07_every_refused_token_gets_the_same_401() {
     let app = TestApp::spawn().await;
     let cases = refused_token_cases(&app).await;
     let mut reference: Option<Vec<u8>> = None;
@@ -171,7 +210,7 @@ async fn every_refused_token_gets_the_same_401() {
 }
 
 #[tokio::test]
-async fn forward_auth_never_answers_400() {
+async fn d07_forward_auth_never_answers_400() {
     let app = TestApp::spawn().await;
     let (valid, _) = app.create_session("u1").await;
     let mut cases = refused_token_cases(&app).await;
@@ -210,7 +249,7 @@ async fn forward_auth_never_answers_400() {
 }
 
 #[tokio::test]
-async fn token_in_the_query_string_is_not_a_credential() {
+async fn s16_a_token_in_the_url_is_not_taken() {
     let app = TestApp::spawn().await;
     let (valid, _) = app.create_session("u1").await;
     for path in [
@@ -226,7 +265,7 @@ async fn token_in_the_query_string_is_not_a_credential() {
 }
 
 #[tokio::test]
-async fn wrong_api_keys_get_401() {
+async fn d18_wrong_api_keys_get_401() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("u1").await;
     let id = session["sessionId"].as_str().expect("id");
@@ -296,5 +335,228 @@ async fn wrong_api_keys_get_401() {
             .json()["version"],
         1
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s02_a_client_supplied_token_or_session_id_is_never_adopted() {
+    let app = TestApp::spawn().await;
+    let chosen = chosen_token();
+    let invalid_before = metric(&app, "sessiond_session_events_total", &["invalid_token"]).await;
+    // Strict mode: a create body naming its own token or session id is refused, and nothing
+    // is created.
+    for body in [
+        json!({"userId": "u1", "token": chosen}),
+        json!({"userId": "u1", "sessionId": CHOSEN_ID}),
+        json!({"userId": "u1", "token": chosen, "sessionId": CHOSEN_ID}),
+        json!({"userId": "u1", "session": {"sessionId": CHOSEN_ID}}),
+    ] {
+        app.create(&body).await.problem(StatusCode::BAD_REQUEST);
+    }
+    let list = app
+        .send(app.backend(Method::GET, "/v1/users/u1/sessions"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!(list, json!({"sessions": []}));
+    // The chosen token, well-formed but never issued, is nobody's credential.
+    assert_eq!(app.auth_status(&chosen).await, StatusCode::UNAUTHORIZED);
+    app.send(
+        app.req(Method::GET, "/v1/session")
+            .header(COOKIE, format!("__Host-sid={chosen}")),
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED);
+    app.send(app.backend(Method::GET, &format!("/v1/sessions/{CHOSEN_ID}")))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    // ... and each refusal is counted.
+    let invalid_after = metric(&app, "sessiond_session_events_total", &["invalid_token"]).await;
+    assert!(
+        invalid_after >= invalid_before + 2.0,
+        "invalid_token counted: {invalid_before} -> {invalid_after}"
+    );
+    // A login that arrives carrying the chosen token (as a stale cookie or bearer) still gets
+    // a token and session id of sessiond's own making.
+    let r = app
+        .send(
+            app.backend(Method::POST, "/v1/sessions")
+                .header(AUTHORIZATION, format!("Bearer {chosen}"))
+                .header(COOKIE, format!("__Host-sid={chosen}"))
+                .json(&json!({"userId": "u1"})),
+        )
+        .await
+        .expect_status(StatusCode::CREATED)
+        .json();
+    let issued = r["token"].as_str().expect("token");
+    assert_ne!(issued, chosen);
+    assert_ne!(r["session"]["sessionId"], CHOSEN_ID);
+    assert_eq!(app.auth_status(issued).await, StatusCode::OK);
+    assert_eq!(app.auth_status(&chosen).await, StatusCode::UNAUTHORIZED);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s17_error_bodies_never_contain_the_token() {
+    let app = TestApp::builder()
+        .with_max_per_user(2)
+        .with_at_cap(sessiond_core::AtCap::Reject)
+        .spawn()
+        .await;
+    let (token, session) = app.create_session("u1").await;
+    let (revoked, _) = app.create_session("u1").await;
+    app.send(app.holder(Method::DELETE, "/v1/session", &revoked))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    // At the cap of two again.
+    app.create_session("u1").await;
+    let id = session["sessionId"].as_str().expect("id");
+    let cookie = |t: &str| format!("__Host-sid={t}");
+    let requests = vec![
+        // 401: a revoked token, as bearer and as cookie; a token as an API key.
+        app.holder(Method::GET, "/v1/session", &revoked),
+        app.req(Method::GET, "/v1/auth")
+            .header(COOKIE, cookie(&revoked)),
+        app.holder(Method::GET, "/v1/auth", &format!("{token}x")),
+        app.req(Method::GET, &format!("/v1/sessions/{id}"))
+            .header("x-api-key", &token),
+        app.req(Method::GET, "/v1/auth")
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(COOKIE, cookie(&revoked)),
+        // 404, 405.
+        app.holder(Method::GET, "/v1/nope", &token),
+        app.holder(Method::PUT, "/v1/session", &token),
+        // 400: a malformed body, a malformed If-Match.
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .header(CONTENT_TYPE, "application/json")
+            .body("{\"userData\":"),
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .header(IF_MATCH, "W/\"1\"")
+            .json(&json!({"userData": {"a": 1}})),
+        // 412, 413, 415.
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .header(IF_MATCH, "\"7\"")
+            .json(&json!({"userData": {"a": 1}})),
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .json(&json!({"userData": {"a": "x".repeat(20 * 1024)}})),
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .header(CONTENT_TYPE, "text/plain")
+            .body("{}"),
+        // 409: the cap, from a login that carries the token.
+        app.backend(Method::POST, "/v1/sessions")
+            .header(COOKIE, cookie(&token))
+            .json(&json!({"userId": "u1"})),
+        // 400: a malformed session id in a path.
+        app.holder(Method::GET, &format!("/v1/sessions/{token}"), &token),
+    ];
+    let (_, secret) = token.split_once('.').expect("id.secret");
+    let raw = URL_SAFE_NO_PAD.decode(secret).expect("base64url secret");
+    let mut statuses = Vec::new();
+    for req in requests {
+        let r = app.send(req).await;
+        assert!(r.status.is_client_error(), "{}: {}", r.status, r.text());
+        statuses.push(r.status.as_u16());
+        for t in [&token, &revoked] {
+            let s = t.split_once('.').expect("id.secret").1;
+            assert!(!r.text().contains(s), "{}: {}", r.status, r.text());
+        }
+        assert!(!r.body.windows(raw.len()).any(|w| w == raw.as_slice()));
+        for (name, value) in &r.headers {
+            let v = value.to_str().unwrap_or_default();
+            assert!(!v.contains(secret), "header {name} of a {}: {v}", r.status);
+        }
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    assert_eq!(
+        statuses,
+        [400, 401, 404, 405, 409, 412, 413, 415],
+        "every kind of refusal was seen"
+    );
+    app.shutdown().await;
+}
+
+/// A token a client put in a body field comes back in the `400`'s detail, because serde's
+/// message quotes string values and unknown field names.
+#[tokio::test]
+#[ignore = "known gap (S17): parse_json in extract.rs passes serde's message, which quotes the value, into the detail"]
+async fn s17_a_token_in_a_malformed_body_is_not_echoed() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    let secret = token.split_once('.').expect("id.secret").1.to_owned();
+    for body in [
+        json!({"userId": "u1", "ttlSeconds": token}),
+        json!({"userId": "u1", token.clone(): 1}),
+    ] {
+        let r = app
+            .create(&body)
+            .await
+            .expect_status(StatusCode::BAD_REQUEST);
+        assert!(!r.text().contains(&secret), "{}", r.text());
+    }
+    let r = app
+        .send(
+            app.holder(Method::PATCH, "/v1/session", &token)
+                .json(&json!({token.clone(): 1})),
+        )
+        .await
+        .expect_status(StatusCode::BAD_REQUEST);
+    assert!(!r.text().contains(&secret), "{}", r.text());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s24_d07_a_malformed_token_costs_no_store_operation() {
+    let app = TestApp::spawn().await;
+    let (valid, _) = app.create_session("u1").await;
+    let huge = "A".repeat(8 * 1024);
+    let malformed = [
+        String::new(),
+        " ".into(),
+        "not-a-token".into(),
+        valid[..valid.len() - 1].to_owned(),
+        format!("{valid}A"),
+        valid.replace('.', "!"),
+        valid.replace("sess_", "sesx_"),
+        format!("{}=", &valid[..valid.len() - 1]),
+        huge.clone(),
+        format!("{valid}{huge}"),
+    ];
+    let before = store_operations(&app).await;
+    let mut refused = 0;
+    for bad in &malformed {
+        for headers in [
+            vec![(AUTHORIZATION, format!("Bearer {bad}"))],
+            vec![(COOKIE, format!("__Host-sid={bad}"))],
+            vec![(AUTHORIZATION, format!("Token {valid}"))],
+            vec![
+                (AUTHORIZATION, format!("Bearer {valid}")),
+                (COOKIE, format!("sid={bad}")),
+            ],
+        ] {
+            for (method, path) in [
+                (Method::GET, "/v1/auth"),
+                (Method::GET, "/v1/session"),
+                (Method::POST, "/v1/session/rotate"),
+                (Method::DELETE, "/v1/session"),
+            ] {
+                let mut req = app.req(method.clone(), path);
+                for (name, value) in &headers {
+                    req = req.header(name, value);
+                }
+                app.send(req).await.problem(StatusCode::UNAUTHORIZED);
+                refused += 1;
+            }
+        }
+    }
+    let after = store_operations(&app).await;
+    assert!(
+        (after - before).abs() < f64::EPSILON,
+        "{refused} malformed tokens cost {} store operations",
+        after - before
+    );
+    // The counter does move for a well-formed token: one load (and perhaps a touch).
+    assert_eq!(app.auth_status(&valid).await, StatusCode::OK);
+    assert!(store_operations(&app).await > after);
     app.shutdown().await;
 }

@@ -122,7 +122,7 @@ async fn create_returns_token_once_with_session_and_location() {
 }
 
 #[tokio::test]
-async fn idle_timeout_and_ttl_seconds_set_expiry() {
+async fn d06_s08_idle_timeout_and_ttl_seconds_set_expiry() {
     let app = TestApp::builder()
         .with_idle_timeout(Duration::from_secs(3600))
         .spawn()
@@ -150,7 +150,7 @@ async fn idle_timeout_and_ttl_seconds_set_expiry() {
 }
 
 #[tokio::test]
-async fn forward_auth_by_bearer_any_scheme_case_and_spacing() {
+async fn d07_bearer_scheme_is_case_insensitive_and_allows_several_spaces() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("user_12345").await;
     for value in [
@@ -246,7 +246,7 @@ async fn read_own_session() {
 }
 
 #[tokio::test]
-async fn patch_with_if_match_then_stale_then_unconditional() {
+async fn d16_patch_with_if_match_then_stale_then_unconditional() {
     let app = TestApp::spawn().await;
     let (token, _) = app
         .create_session_with(&json!({
@@ -328,7 +328,7 @@ async fn patch_with_if_match_then_stale_then_unconditional() {
 }
 
 #[tokio::test]
-async fn patch_null_deletes_and_no_change_keeps_version() {
+async fn d16_patch_null_deletes_and_no_change_keeps_version() {
     let app = TestApp::spawn().await;
     let (token, _) = app
         .create_session_with(&json!({"userId": "u1", "userData": {"a": 1, "b": {"c": 2}}}))
@@ -369,7 +369,7 @@ async fn patch_null_deletes_and_no_change_keeps_version() {
 }
 
 #[tokio::test]
-async fn rotate_issues_new_token_and_kills_the_old() {
+async fn s04_rotate_issues_a_new_token_and_kills_the_old() {
     let app = TestApp::spawn().await;
     let (old, session) = app.create_session("u1").await;
     let r = app.rotate(&old).await.expect_status(StatusCode::OK);
@@ -400,7 +400,7 @@ async fn rotate_issues_new_token_and_kills_the_old() {
 }
 
 #[tokio::test]
-async fn rotate_by_cookie_sets_the_new_cookie() {
+async fn s04_s15_rotate_by_cookie_sets_the_new_cookie() {
     let app = TestApp::spawn().await;
     let (old, _) = app.create_session("u1").await;
     let r = app
@@ -422,7 +422,7 @@ async fn rotate_by_cookie_sets_the_new_cookie() {
 }
 
 #[tokio::test]
-async fn logout_by_bearer_ends_the_session() {
+async fn s09_logout_ends_the_session_on_the_server() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("u1").await;
     let (other, _) = app.create_session("u1").await;
@@ -445,7 +445,7 @@ async fn logout_by_bearer_ends_the_session() {
 }
 
 #[tokio::test]
-async fn logout_by_cookie_clears_the_cookie() {
+async fn s09_s15_logout_by_cookie_clears_the_cookie() {
     let app = TestApp::spawn().await;
     let (token, _) = app.create_session("u1").await;
     let r = app
@@ -473,7 +473,7 @@ async fn logout_by_cookie_clears_the_cookie() {
 }
 
 #[tokio::test]
-async fn one_second_session_expires() {
+async fn s06_an_idle_session_expires_and_is_never_served() {
     let app = TestApp::spawn().await;
     let (token, session) = app
         .create_session_with(&json!({"userId": "u1", "ttlSeconds": 1}))
@@ -566,5 +566,114 @@ async fn concurrent_unconditional_patches_all_land() {
         assert_eq!(data[&format!("k{i}")], i);
     }
     assert_eq!(doc["version"], 21);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s03_every_login_gets_a_new_token_and_the_old_session_can_be_ended() {
+    let app = TestApp::spawn().await;
+    let (first, first_session) = app.create_session("user_12345").await;
+    // The user logs in again (say, after a password prompt on the same device): a new token
+    // and a new session, never the old ones again.
+    let (second, second_session) = app.create_session("user_12345").await;
+    assert_ne!(first, second);
+    assert_ne!(first_session["sessionId"], second_session["sessionId"]);
+    assert_ne!(first.split_once('.'), second.split_once('.'));
+    assert_eq!(app.auth_status(&first).await, StatusCode::OK);
+    assert_eq!(app.auth_status(&second).await, StatusCode::OK);
+    // The login handler that received the old token ends the old session: from then on the
+    // old token is refused and the new one works.
+    let old_id = first_session["sessionId"].as_str().expect("id");
+    app.send(app.backend(Method::DELETE, &format!("/v1/sessions/{old_id}")))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert_eq!(app.auth_status(&first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.auth_status(&second).await, StatusCode::OK);
+    // Many logins, all distinct.
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(first);
+    seen.insert(second);
+    for _ in 0..20 {
+        let (t, _) = app.create_session("user_12345").await;
+        assert!(seen.insert(t), "a token was issued twice");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s07_no_activity_extends_a_session_past_its_absolute_expiry() {
+    let idle = Duration::from_secs(3);
+    let absolute = Duration::from_secs(5);
+    let app = TestApp::builder()
+        .with_idle_timeout(idle)
+        .with_touch_interval(Duration::ZERO)
+        .with_config(|c| c.session.absolute_timeout = absolute)
+        .spawn()
+        .await;
+    // Even a creator asking for a longer idle timeout gets no more than the absolute one.
+    let (long, long_doc) = app
+        .create_session_with(&json!({"userId": "u1", "ttlSeconds": 3600}))
+        .await;
+    assert_eq!(long_doc["expiresAt"], long_doc["absoluteExpiresAt"]);
+    let (token, created) = app.create_session("u1").await;
+    let absolute_at = ts(&created["absoluteExpiresAt"]);
+    assert_eq!(
+        absolute_at - ts(&created["createdAt"]),
+        time::Duration::seconds(5)
+    );
+    // Use the session every 250 ms, well within the idle timeout, until past its absolute
+    // expiry. The server and this test read the same clock: a request started at or after
+    // `absoluteExpiresAt` is decided after it too.
+    let mut refused_at = None;
+    let mut last_ok = time::OffsetDateTime::now_utc();
+    loop {
+        let started = time::OffsetDateTime::now_utc();
+        let r = app
+            .send(app.holder(Method::GET, "/v1/session", &token))
+            .await;
+        match r.status {
+            StatusCode::OK => {
+                let doc = r.json();
+                assert!(
+                    started < absolute_at,
+                    "served at {started}, after absoluteExpiresAt {absolute_at}"
+                );
+                assert!(
+                    ts(&doc["expiresAt"]) <= ts(&doc["absoluteExpiresAt"]),
+                    "expiresAt past absoluteExpiresAt: {doc}"
+                );
+                assert_eq!(doc["absoluteExpiresAt"], created["absoluteExpiresAt"]);
+                last_ok = started;
+            }
+            StatusCode::UNAUTHORIZED => {
+                refused_at.get_or_insert(started);
+                // Once refused, always refused.
+                if started > absolute_at + time::Duration::milliseconds(500) {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+        if refused_at.is_some() && r.status == StatusCode::OK {
+            panic!("served again after a refusal");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let refused_at = refused_at.expect("refused in the end");
+    // Refused because of the absolute expiry, not because the test stalled past the idle
+    // timeout.
+    assert!(
+        refused_at >= absolute_at || refused_at - last_ok >= time::Duration::seconds(3),
+        "refused at {refused_at}, before absoluteExpiresAt {absolute_at}"
+    );
+    for t in [&token, &long] {
+        assert_eq!(app.auth_status(t).await, StatusCode::UNAUTHORIZED);
+    }
+    let list = app
+        .send(app.backend(Method::GET, "/v1/users/u1/sessions"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!(list, json!({"sessions": []}));
     app.shutdown().await;
 }

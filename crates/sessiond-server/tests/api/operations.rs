@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, IF_MATCH};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, IF_MATCH, X_CONTENT_TYPE_OPTIONS};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_and_sessions_and_hold_no_secret() {
+async fn s17_metrics_count_requests_and_sessions_and_hold_no_secret() {
     let app = TestApp::spawn().await;
     let (t1, _) = app.create_session("u1").await;
     let (t2, _) = app.create_session("u2").await;
@@ -127,7 +127,7 @@ async fn openapi_document_lists_every_path() {
 }
 
 #[tokio::test]
-async fn every_kind_of_answer_carries_the_hardening_headers() {
+async fn s22_every_kind_of_answer_carries_the_hardening_headers() {
     // `TestApp::send` asserts `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`
     // and, on errors, the problem+json shape; this walks one answer of each status.
     let app = TestApp::builder()
@@ -217,4 +217,149 @@ async fn independent_servers_share_nothing() {
     assert_eq!(b.auth_status(&token).await, StatusCode::UNAUTHORIZED);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// S22 on every route and method of API.md, success and error alike: `Cache-Control:
+/// no-store`, `X-Content-Type-Options: nosniff`, and a `Content-Type` on every body that names
+/// its charset where the media type has one (ASVS 5.0 4.1.1: `text/*` and XML types; JSON has
+/// no charset parameter, RFC 8259 §11).
+#[tokio::test]
+async fn s22_every_endpoint_answers_with_no_store_nosniff_and_a_declared_content_type() {
+    let app = TestApp::builder()
+        .with_max_per_user(2)
+        .with_at_cap(sessiond_core::AtCap::Reject)
+        .spawn()
+        .await;
+    let (token, session) = app.create_session("u1").await;
+    let (other, other_session) = app.create_session("u1").await;
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    let other_id = other_session["sessionId"].as_str().expect("id").to_owned();
+    let one = format!("/v1/sessions/{id}");
+    let checks = vec![
+        // Operations.
+        (app.req(Method::GET, "/healthz"), StatusCode::OK),
+        (app.req(Method::HEAD, "/healthz"), StatusCode::OK),
+        (app.req(Method::GET, "/readyz"), StatusCode::OK),
+        (app.req(Method::GET, "/metrics"), StatusCode::OK),
+        (app.req(Method::GET, "/openapi.json"), StatusCode::OK),
+        // Token holder.
+        (app.holder(Method::GET, "/v1/auth", &token), StatusCode::OK),
+        (app.holder(Method::HEAD, "/v1/auth", &token), StatusCode::OK),
+        (app.req(Method::GET, "/v1/auth"), StatusCode::UNAUTHORIZED),
+        (
+            app.holder(Method::GET, "/v1/session", &token),
+            StatusCode::OK,
+        ),
+        (
+            app.holder(Method::PATCH, "/v1/session", &token)
+                .json(&json!({"userData": {"a": 1}})),
+            StatusCode::OK,
+        ),
+        (
+            app.holder(Method::PATCH, "/v1/session", &token)
+                .header(IF_MATCH, "\"1\"")
+                .json(&json!({"userData": {"a": 2}})),
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (
+            app.req(Method::OPTIONS, "/v1/session"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        // Backend.
+        (
+            app.backend(Method::POST, "/v1/sessions")
+                .json(&json!({"userId": "u1"})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            app.backend(Method::POST, "/v1/sessions")
+                .json(&json!({"userId": "u2"})),
+            StatusCode::CREATED,
+        ),
+        (
+            app.backend(Method::POST, "/v1/sessions")
+                .json(&json!({"userId": "u2", "userData": {"a": "x".repeat(20 * 1024)}})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            app.backend(Method::POST, "/v1/sessions").body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (app.backend(Method::GET, &one), StatusCode::OK),
+        (
+            app.backend(Method::PATCH, &one)
+                .json(&json!({"userData": {"b": 1}})),
+            StatusCode::OK,
+        ),
+        (app.req(Method::GET, &one), StatusCode::UNAUTHORIZED),
+        (
+            app.backend(Method::GET, "/v1/sessions/bad"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            app.backend(Method::GET, "/v1/sessions/sess_AAAAAAAAAAAAAAAA"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            app.backend(Method::GET, "/v1/users/u1/sessions"),
+            StatusCode::OK,
+        ),
+        (app.backend(Method::GET, "/nope"), StatusCode::NOT_FOUND),
+        // Rotation and the three kinds of ending, last.
+        (
+            app.req(Method::POST, "/v1/session/rotate")
+                .header(COOKIE, format!("__Host-sid={token}")),
+            StatusCode::OK,
+        ),
+        (
+            app.holder(Method::DELETE, "/v1/session", &other),
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            app.backend(Method::DELETE, &format!("/v1/sessions/{other_id}")),
+            StatusCode::NOT_FOUND,
+        ),
+        (app.backend(Method::DELETE, &one), StatusCode::NO_CONTENT),
+        (
+            app.backend(Method::DELETE, "/v1/users/u2/sessions"),
+            StatusCode::OK,
+        ),
+    ];
+    for (req, status) in checks {
+        let (client, built) = req.build_split();
+        let built = built.expect("request");
+        let what = format!("{} {}", built.method(), built.url().path());
+        let r = app
+            .send(reqwest::RequestBuilder::from_parts(client, built))
+            .await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert_eq!(r.header(CACHE_CONTROL.as_str()), Some("no-store"), "{what}");
+        assert_eq!(
+            r.header(X_CONTENT_TYPE_OPTIONS.as_str()),
+            Some("nosniff"),
+            "{what}"
+        );
+        if r.body.is_empty() {
+            continue;
+        }
+        let ct = r
+            .header(CONTENT_TYPE.as_str())
+            .unwrap_or_else(|| panic!("{what}: a body without Content-Type"))
+            .to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim().to_owned();
+        match essence.as_str() {
+            "application/json" | "application/problem+json" => {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .unwrap_or_else(|e| panic!("{what}: {essence} that is not JSON: {e}"));
+            }
+            "application/openmetrics-text" => {
+                assert!(ct.contains("charset=utf-8"), "{what}: {ct}");
+            }
+            other if other.starts_with("text/") || other.ends_with("xml") => {
+                assert!(ct.contains("charset="), "{what}: {ct}");
+            }
+            other => panic!("{what}: unexpected Content-Type {other}"),
+        }
+    }
+    app.shutdown().await;
 }

@@ -32,7 +32,7 @@ fn server(app: &mut TestApp) -> &mut RedisServer {
 }
 
 #[tokio::test]
-async fn redis_down_fails_closed_with_503_and_service_recovers_by_itself() {
+async fn s21_redis_down_fails_closed_with_503_and_recovers_by_itself() {
     let mut app = app_on_own_redis(Duration::from_millis(500)).await;
     let (token, _) = app.create_session("user_down").await;
     assert_eq!(app.auth_status(&token).await, StatusCode::OK);
@@ -54,6 +54,26 @@ async fn redis_down_fails_closed_with_503_and_service_recovers_by_itself() {
             "{path} must fail closed"
         );
         assert_eq!(r.headers()[CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        // A fixed detail: no stack trace, no client error text, no address of the store.
+        let body = r.text().await.expect("body");
+        let problem: serde_json::Value = serde_json::from_str(&body).expect("problem JSON");
+        assert_eq!(problem["status"], 503, "{body}");
+        for leak in [
+            "redis",
+            "127.0.0.1",
+            "os error",
+            "refused",
+            "panicked",
+            ".rs:",
+            "backtrace",
+        ] {
+            assert!(
+                !body.to_ascii_lowercase().contains(leak),
+                "{path}: {leak:?} in the 503 body: {body}"
+            );
+        }
         // A hang detector, not a benchmark: the answer comes from the store timeout.
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -113,7 +133,7 @@ async fn redis_down_fails_closed_with_503_and_service_recovers_by_itself() {
 }
 
 #[tokio::test]
-async fn every_key_has_a_ttl_and_no_key_or_value_holds_a_token_secret() {
+async fn s23_every_key_has_a_ttl_and_no_key_or_value_holds_a_token_secret() {
     let app = app_on_own_redis(Duration::from_secs(2)).await;
     // Exercise every writing flow of the API.
     let (a, _) = app
@@ -202,5 +222,69 @@ async fn every_key_has_a_ttl_and_no_key_or_value_holds_a_token_secret() {
             );
         }
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn s07_redis_ttls_never_exceed_the_absolute_time_remaining() {
+    let app = app_on_own_redis(Duration::from_secs(2)).await;
+    // The longest idle timeout a creator can ask for is the whole absolute lifetime.
+    let (long, long_doc) = app
+        .create_session_with(&json!({"userId": "user_ttl", "ttlSeconds": u64::MAX}))
+        .await;
+    assert_eq!(long_doc["expiresAt"], long_doc["absoluteExpiresAt"]);
+    let (short, short_doc) = app.create_session("user_ttl").await;
+    for t in [&long, &short] {
+        assert_eq!(app.auth_status(t).await, StatusCode::OK);
+    }
+    let Backing::Redis(server) = &app.backing else {
+        panic!("on Redis")
+    };
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = conn.keys("*").await.expect("KEYS");
+    assert_eq!(keys.len(), 3, "two records and one index: {keys:?}");
+    let absolute = |doc: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            doc["absoluteExpiresAt"].as_str().expect("time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    let remaining_ms = |at: time::OffsetDateTime| {
+        i64::try_from((at - time::OffsetDateTime::now_utc()).whole_milliseconds())
+            .expect("milliseconds")
+    };
+    // TTLs are durations computed from sessiond's clock (`expiresAt - now`), so a key can
+    // outlive its session by the time the command took to reach Redis; the user's index is
+    // scored in whole seconds, rounded up. Neither is ever served (every read checks expiry
+    // at sessiond's `now`), so the bound allows one second for both.
+    let slack_ms = 1000;
+    for key in &keys {
+        // Read the time first: the TTL is read later, so it can only be smaller.
+        let (doc, bound) = match [&long_doc, &short_doc]
+            .into_iter()
+            .find(|d| key.ends_with(&d["sessionId"].as_str().expect("id")[7..]))
+        {
+            Some(doc) => (doc, remaining_ms(absolute(doc)) + slack_ms),
+            None => (&long_doc, remaining_ms(absolute(&long_doc)) + slack_ms),
+        };
+        let ttl: i64 = conn.pttl(key).await.expect("PTTL");
+        assert!(
+            ttl > 0 && ttl <= bound,
+            "key {key}: TTL {ttl} ms, absolute expiry of {} in {bound} ms",
+            doc["sessionId"]
+        );
+    }
+    // The record of the default session lives no longer than its idle expiry (24 h).
+    let short_key = keys
+        .iter()
+        .find(|k| k.ends_with(&short_doc["sessionId"].as_str().expect("id")[7..]))
+        .expect("the short session's record");
+    let ttl: i64 = conn.pttl(short_key).await.expect("PTTL");
+    assert!(ttl <= 24 * 3600 * 1000, "TTL {ttl} ms");
     app.shutdown().await;
 }
