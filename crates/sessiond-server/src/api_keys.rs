@@ -70,7 +70,8 @@ impl ApiKeys {
     /// file does not exist. Returns the keys and the file's path, for the start-up message.
     pub fn load_or_generate(data_dir: &Path) -> std::io::Result<(Self, PathBuf)> {
         let path = data_dir.join(GENERATED_KEY_FILE);
-        std::fs::create_dir_all(data_dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(data_dir)?;
         let key = match std::fs::read_to_string(&path) {
             Ok(k) => k.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

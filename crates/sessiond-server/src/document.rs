@@ -97,6 +97,10 @@ pub struct CreateSession {
     /// SameSite=Lax; Path=/`), for a login handler that passes it on to the browser.
     #[serde(default)]
     pub set_cookie: bool,
+    /// The session this login replaces (re-authentication on a device that still holds one):
+    /// it ends once the new one exists, if it belongs to the same user (S3).
+    #[schema(example = "sess_Xy9fK2abcdefghij")]
+    pub replaces_session_id: Option<String>,
 }
 
 /// Body of `PATCH /v1/session` and `PATCH /v1/sessions/{sessionId}`: an RFC 7396 merge patch

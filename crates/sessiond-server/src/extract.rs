@@ -156,9 +156,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if msg.contains("recursion limit") {
             ApiError::BadRequest("The JSON body is nested too deeply.".into())
         } else {
-            ApiError::BadRequest(format!("Invalid JSON body: {msg}"))
+            ApiError::BadRequest(format!("Invalid JSON body: {}", redact_quotes(&msg)))
         }
     })
+}
+
+/// Field names of the API, the only quoted text an error detail may repeat.
+const API_FIELDS: &[&str] = &[
+    "userId",
+    "userData",
+    "metadata",
+    "ttlSeconds",
+    "setCookie",
+    "replacesSessionId",
+];
+
+/// serde's messages quote what the client sent (`invalid type: string "…"`, ``unknown field
+/// `…` ``), and a client may have sent a token there (S17): every quoted part that is not one of
+/// the API's field names becomes `…`.
+fn redact_quotes(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            out.push('…');
+            out.push(quote);
+            return out;
+        };
+        let inner = &after[..close];
+        out.push_str(if API_FIELDS.contains(&inner) {
+            inner
+        } else {
+            "…"
+        });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -187,6 +225,22 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn s17_error_details_repeat_only_the_api_field_names() {
+        let token = "sess_AAAAAAAAAAAAAAAA.secretsecretsecret";
+        let r = redact_quotes(&format!(
+            "unknown field `{token}`, expected one of `userId`, `userData` at line 1 column 9"
+        ));
+        assert_eq!(
+            r,
+            "unknown field `…`, expected one of `userId`, `userData` at line 1 column 9"
+        );
+        let r = redact_quotes(&format!("invalid type: string \"{token}\", expected u64"));
+        assert_eq!(r, "invalid type: string \"…\", expected u64");
+        assert_eq!(redact_quotes("no quotes"), "no quotes");
+        assert_eq!(redact_quotes("dangling \"abc"), "dangling \"…\"");
     }
 
     #[test]

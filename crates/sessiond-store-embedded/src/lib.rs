@@ -107,10 +107,14 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`. Must be called inside a tokio runtime, which
     /// runs the background sweeper.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self, OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        // Owner-only: the directory holds every session's data (and, unless keys are
+        // configured, the generated API key). An existing directory keeps its mode.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|source| OpenError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         let path = dir.join(DATABASE_FILE);
         let db = tables::open(&path).map_err(|source| OpenError::Database {
             path: path.clone(),

@@ -185,9 +185,13 @@ async fn sigterm_drains_and_exits_cleanly() {
 #[tokio::test]
 async fn without_api_keys_a_private_key_file_is_generated() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]);
-    let path = dir.path().join("api-key");
+    let parent = tempfile::tempdir().unwrap();
+    // A data directory sessiond creates itself is private to its owner.
+    let data = parent.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let dir_mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "the data directory is owner-only");
+    let path = data.join("api-key");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,

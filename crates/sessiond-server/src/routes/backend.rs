@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sessiond_core::{NewSession, SessionId, UserId};
+use sessiond_core::{NewSession, SessionError, SessionId, UserId};
 
 use crate::document::{
     CreateSession, IssuedSession, PatchSession, ProblemDocument, Revoked, SessionDocument,
@@ -74,6 +74,10 @@ pub async fn create(
         Some(s) => Some(Duration::from_secs(s)),
         None => None,
     };
+    let replaces = match body.replaces_session_id.as_deref() {
+        Some(raw) => Some(session_id(raw)?),
+        None => None,
+    };
     let new = NewSession {
         user_id: user_id(&body.user_id)?,
         user_data: body.user_data.map(|o| o.0).unwrap_or_default(),
@@ -87,6 +91,9 @@ pub async fn create(
         tracing::info!(event = "session.evicted", session_id = %old, user_id = %issued.record.user_id, "session ended by the per-user cap");
     }
     tracing::info!(event = "session.created", session_id = %issued.record.id, user_id = %issued.record.user_id, "session created");
+    if let Some(old) = &replaces {
+        end_replaced(&state, old, &issued.record.user_id).await?;
+    }
     let mut r = json(
         StatusCode::CREATED,
         &IssuedSession {
@@ -216,6 +223,22 @@ pub async fn list_user(
         sessions: sessions.iter().map(SessionDocument::from).collect(),
     };
     Ok(json(StatusCode::OK, &list))
+}
+
+/// Ends the session a login replaces, if it is the same user's: another user's session id is
+/// ignored (a backend bug must not let one user log another out).
+async fn end_replaced(state: &AppState, old: &SessionId, user: &UserId) -> Result<(), ApiError> {
+    match state.sessions.get(old).await {
+        Ok(record) if &record.user_id == user => {
+            if state.sessions.revoke(old).await? {
+                state.metrics.event("revoked");
+                tracing::info!(event = "session.replaced", session_id = %old, user_id = %user, "session replaced by a new login");
+            }
+            Ok(())
+        }
+        Ok(_) | Err(SessionError::NotFound | SessionError::Unauthenticated) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Query of revoke-all.

@@ -589,6 +589,19 @@ async fn s03_every_login_gets_a_new_token_and_the_old_session_can_be_ended() {
         .expect_status(StatusCode::NO_CONTENT);
     assert_eq!(app.auth_status(&first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.auth_status(&second).await, StatusCode::OK);
+    // Or the login names the session it replaces, and sessiond ends it in the same call.
+    let second_id = second_session["sessionId"].as_str().expect("id").to_owned();
+    let (third, _) = app
+        .create_session_with(&json!({"userId": "user_12345", "replacesSessionId": second_id}))
+        .await;
+    assert_eq!(app.auth_status(&second).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.auth_status(&third).await, StatusCode::OK);
+    // Another user's session is never ended that way.
+    let (other, other_session) = app.create_session("user_other").await;
+    let other_id = other_session["sessionId"].as_str().expect("id").to_owned();
+    app.create_session_with(&json!({"userId": "user_12345", "replacesSessionId": other_id}))
+        .await;
+    assert_eq!(app.auth_status(&other).await, StatusCode::OK);
     // Many logins, all distinct.
     let mut seen = std::collections::HashSet::new();
     seen.insert(first);
