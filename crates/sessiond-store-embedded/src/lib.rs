@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Whether a touch has been committed without fsync since the last durable commit.
     pub(crate) unflushed: AtomicBool,
+    /// Durable writes share fsyncs (see [`ops::GroupCommit`]).
+    pub(crate) group: ops::GroupCommit,
 }
 
 /// The embedded session store.
@@ -124,6 +126,7 @@ impl EmbeddedStore {
             db,
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
+            group: ops::GroupCommit::default(),
         });
         let background = BackgroundTasks::start(&shared, &options);
         Ok(EmbeddedStore {
