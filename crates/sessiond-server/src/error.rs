@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The request conflicts with the state (the per-user cap in reject mode).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The client presented too many invalid tokens (S19): retry after this many seconds.
+    #[error("too many invalid tokens")]
+    TooManyRequests {
+        /// Seconds until the client's window ends.
+        retry_after: u64,
+    },
     /// The store cannot be reached or timed out: retry later.
     #[error("store unavailable")]
     Unavailable(#[source] StoreError),
@@ -65,6 +71,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,7 +82,10 @@ impl ApiError {
     pub fn for_forward_auth(self) -> ApiError {
         match self {
             ApiError::Unauthorized | ApiError::Unavailable(_) | ApiError::Timeout => self,
-            ApiError::BadRequest(_) | ApiError::NotFound => ApiError::Unauthorized,
+            // Gateways accept only 200, 401 or 503 from a forward-auth check.
+            ApiError::BadRequest(_) | ApiError::NotFound | ApiError::TooManyRequests { .. } => {
+                ApiError::Unauthorized
+            }
             other => {
                 log_internal(&other);
                 ApiError::Timeout
@@ -102,6 +112,9 @@ impl ApiError {
                 "The session store cannot be reached; retry shortly.".into()
             }
             ApiError::Timeout => "The request could not be completed in time; retry.".into(),
+            ApiError::TooManyRequests { .. } => {
+                "Too many invalid session tokens from this client; retry later.".into()
+            }
             ApiError::Internal(_) => "An internal error occurred.".into(),
         }
     }
@@ -153,6 +166,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::TooManyRequests { retry_after } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

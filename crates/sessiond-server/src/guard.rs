@@ -5,7 +5,8 @@
 //! comes through that gateway). Each source has a one-minute window. A request that presented
 //! a session token and got `401` counts against its source. When a source passes
 //! `guard.invalid_token_limit` in a window, that is logged once (a warning naming the source,
-//! never a token) and counted in `sessiond_invalid_token_sources_total`, an alert signal.
+//! never a token) and counted as `sessiond_session_events_total{event="invalid_token_source_over_limit"}`,
+//! an alert signal.
 //! With `guard.reject_over_limit`, the source's token requests are then refused without
 //! touching the store until its window ends: `429` with `Retry-After`, except `GET /v1/auth`,
 //! which answers `401` because gateways accept only 200, 401 or 503 from it.
@@ -18,24 +19,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 
 use crate::config::GuardConfig;
 use crate::error::ApiError;
 use crate::extract::{LEGACY_SESSION_COOKIE, SESSION_COOKIE};
-use crate::state::AppState;
 
 /// Length of a source's counting window.
 const WINDOW: Duration = Duration::from_secs(60);
 /// Most sources tracked at once.
 const MAX_SOURCES: usize = 100_000;
-
-/// The client's address as the guard determined it, for the handlers (S20).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
 
 /// Per-source counts of invalid-token attempts.
 #[derive(Debug)]
@@ -78,7 +71,7 @@ impl InvalidTokenGuard {
 
     /// The source of a request: the configured header's address if present and valid, else
     /// the TCP peer.
-    fn source(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    pub fn source(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         if let Some(name) = &self.client_ip_header
             && let Some(ip) = headers
                 .get(name)
@@ -131,7 +124,7 @@ impl InvalidTokenGuard {
     }
 
     /// Seconds until `source`'s window ends, for `Retry-After`.
-    fn retry_after(&self, source: IpAddr, now: Instant) -> u64 {
+    pub fn retry_after(&self, source: IpAddr, now: Instant) -> u64 {
         let Ok(sources) = self.sources.lock() else {
             return WINDOW.as_secs();
         };
@@ -156,55 +149,59 @@ fn presents_token(headers: &HeaderMap) -> bool {
             .any(|(name, _)| name == SESSION_COOKIE || name == LEGACY_SESSION_COOKIE)
 }
 
-/// Middleware on the token holder's routes: refuses sources over the limit (when configured)
-/// and counts refused tokens.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let guard = &state.guard;
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let Some(source) = guard.source(req.headers(), peer) else {
-        return next.run(req).await;
-    };
-    let mut req = req;
-    req.extensions_mut().insert(ClientIp(source));
-    let now = Instant::now();
-    if guard.reject && guard.is_over(source, now) {
-        state.metrics.event("invalid_token_rejected");
-        if req.uri().path() == "/v1/auth" {
-            return ApiError::Unauthorized.into_response();
+impl InvalidTokenGuard {
+    /// Before a token is looked at: the client's address, and `429` (as an error) when the
+    /// client is over the limit and refusal is configured. Refused without a store read.
+    pub fn admit(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<IpAddr>, ApiError> {
+        let source = self.source(headers, peer);
+        if self.reject
+            && let Some(ip) = source
+        {
+            let now = Instant::now();
+            if self.is_over(ip, now) {
+                metrics.event("invalid_token_rejected");
+                return Err(ApiError::TooManyRequests {
+                    retry_after: self.retry_after(ip, now),
+                });
+            }
         }
-        let mut r = crate::error::problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many invalid session tokens from this client; retry later.",
-        );
-        if let Ok(v) = HeaderValue::from_str(&guard.retry_after(source, now).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+        Ok(source)
+    }
+
+    /// After a presented token was refused: counts it against the client, and reports the
+    /// client once when it passes the limit.
+    pub fn refused(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        headers: &HeaderMap,
+        source: Option<IpAddr>,
+    ) {
+        let Some(ip) = source else { return };
+        if !presents_token(headers) {
+            return;
         }
-        return r;
+        if self.record(ip, Instant::now()) == Recorded::CrossedLimit {
+            metrics.event("invalid_token_source_over_limit");
+            tracing::warn!(
+                event = "session.invalid_token_source",
+                source = %ip,
+                limit = self.limit,
+                window_s = WINDOW.as_secs(),
+                "a client passed the invalid-token limit"
+            );
+        }
     }
-    let counted = presents_token(req.headers());
-    let response = next.run(req).await;
-    if counted
-        && response.status() == StatusCode::UNAUTHORIZED
-        && guard.record(source, now) == Recorded::CrossedLimit
-    {
-        state.metrics.event("invalid_token_source_over_limit");
-        tracing::warn!(
-            event = "session.invalid_token_source",
-            source = %source,
-            limit = guard.limit,
-            window_s = WINDOW.as_secs(),
-            "a client passed the invalid-token limit"
-        );
-    }
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn guard(limit: u32) -> InvalidTokenGuard {
         InvalidTokenGuard::new(&GuardConfig {

@@ -49,9 +49,15 @@ impl Keys {
         format!("{}u:{{{shard}}}", self.prefix)
     }
 
+    /// Built by hand, not with `format!`: it runs on every validation.
     pub(crate) fn record(&self, id: &SessionId) -> String {
-        let mut k = self.record_prefix(id.shard().as_str());
-        k.push_str(member(id));
+        let (shard, member) = (id.shard(), member(id));
+        let mut k = String::with_capacity(self.prefix.len() + 5 + 2 + member.len());
+        k.push_str(&self.prefix);
+        k.push_str("s:{");
+        k.push_str(shard.as_str());
+        k.push('}');
+        k.push_str(member);
         k
     }
 

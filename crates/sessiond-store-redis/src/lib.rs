@@ -270,6 +270,19 @@ impl RedisStore {
     /// token costs one read, not two (D14). Failed attempts are retried on the other nodes
     /// until the store's timeout, so a replica or primary connection killed by a failover does
     /// not fail a validation that another node can answer.
+    /// `GET` on the primary, bounded by redis-rs's response timeout alone (one command).
+    async fn get_on_primary(
+        &self,
+        r: &Replicated,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = r.primary().await?;
+        conn.get(key).await.map_err(|e| {
+            r.primary_failed(&e);
+            store_error(e)
+        })
+    }
+
     async fn read_record(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
         let Backend::Replicated(r) = &self.backend else {
             return self.call(|mut c| async move { c.get(key).await }).await;
@@ -281,7 +294,9 @@ impl RedisStore {
             let mut replicas_failed = false;
             if r.reads_from_replicas() {
                 for mut conn in r.readable_replicas() {
-                    match self.timed(conn.get::<_, Option<Vec<u8>>>(&key)).await {
+                    // One command: redis-rs's response timeout (`redis.timeout`) bounds it, so
+                    // the hot path arms no second timer.
+                    match conn.get::<_, Option<Vec<u8>>>(&key).await {
                         Ok(v) => return Ok(v),
                         Err(e) => {
                             replicas_failed = true;
@@ -297,8 +312,7 @@ impl RedisStore {
             let ask_primary =
                 !replicas_failed || tokio::time::Instant::now() >= start + self.timeout / 2;
             if ask_primary {
-                let k = key.clone();
-                match self.call(|mut c| async move { c.get(k).await }).await {
+                match self.get_on_primary(r, &key).await {
                     Ok(v) => return Ok(v),
                     Err(e) if e.is_unavailable() => last = Some(e),
                     Err(e) => return Err(e),

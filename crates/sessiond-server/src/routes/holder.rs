@@ -1,6 +1,8 @@
 //! Endpoints of the token holder: the browser or app presenting its own session token.
 
-use axum::extract::{Extension, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::{SessionError, SessionRecord, Token};
@@ -10,7 +12,6 @@ use crate::cookie;
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Transport, if_match, session_token};
-use crate::guard::ClientIp;
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -18,10 +19,13 @@ use crate::state::AppState;
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<(SessionRecord, Token, Transport), ApiError> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let client = state.guard.admit(&state.metrics, headers, peer)?;
     let (token, transport) = session_token(headers).inspect_err(|_| {
         state.metrics.event("invalid_token");
+        state.guard.refused(&state.metrics, headers, client);
         tracing::debug!(
             event = "session.invalid_token",
             reason = "missing or malformed",
@@ -30,7 +34,6 @@ pub(crate) async fn authenticate(
     })?;
     match state.sessions.authenticate(&token).await {
         Ok(record) => {
-            let client = client.map(|Extension(ClientIp(ip))| ip);
             let (mismatches, refuse) = state.binding.config.check(&record, headers, client);
             let report = !mismatches.is_empty()
                 && state
@@ -59,6 +62,7 @@ pub(crate) async fn authenticate(
         }
         Err(SessionError::Unauthenticated) => {
             state.metrics.event("invalid_token");
+            state.guard.refused(&state.metrics, headers, client);
             tracing::debug!(
                 event = "session.invalid_token",
                 reason = "unknown, expired or revoked",
@@ -87,10 +91,10 @@ pub(crate) async fn authenticate(
 )]
 pub async fn forward_auth(
     State(state): State<AppState>,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    match authenticate(&state, &headers, client).await {
+    match authenticate(&state, &headers, peer).await {
         Ok((record, _, _)) => {
             let (Ok(user), Ok(session)) = (
                 HeaderValue::from_str(record.user_id.as_str()),
@@ -120,10 +124,10 @@ pub async fn forward_auth(
 )]
 pub async fn read(
     State(state): State<AppState>,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers, client).await?;
+    let (record, _, _) = authenticate(&state, &headers, peer).await?;
     Ok(session_response(StatusCode::OK, &record))
 }
 
@@ -143,11 +147,11 @@ pub async fn read(
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<JsonBody<PatchSession>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers, client).await?;
+    let (record, _, _) = authenticate(&state, &headers, peer).await?;
     let JsonBody(body) = body?;
     let expected = if_match(&headers)?;
     let Some(patch) = body.user_data.0 else {
@@ -168,10 +172,10 @@ pub async fn patch(
 )]
 pub async fn rotate(
     State(state): State<AppState>,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, token, transport) = authenticate(&state, &headers, client).await?;
+    let (_, token, transport) = authenticate(&state, &headers, peer).await?;
     let issued = state.sessions.rotate(&token).await?;
     state.metrics.event("rotated");
     tracing::info!(event = "session.rotated", session_id = %issued.record.id, user_id = %issued.record.user_id, "session token rotated");
@@ -207,10 +211,10 @@ pub async fn rotate(
 )]
 pub async fn logout(
     State(state): State<AppState>,
-    client: Option<Extension<ClientIp>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (record, _, transport) = authenticate(&state, &headers, client).await?;
+    let (record, _, transport) = authenticate(&state, &headers, peer).await?;
     state.sessions.revoke(&record.id).await?;
     state.metrics.event("revoked");
     tracing::info!(event = "session.logout", session_id = %record.id, user_id = %record.user_id, "session ended by its holder");
