@@ -61,8 +61,14 @@ impl Keys {
         k
     }
 
+    #[cfg(test)]
     pub(crate) fn index(&self, user: &UserId) -> String {
-        let mut k = self.index_prefix(user.shard().as_str());
+        self.index_in(user.shard(), user)
+    }
+
+    /// The index key of `user`, whose shard the caller has already computed (a SHA-256).
+    pub(crate) fn index_in(&self, shard: Shard, user: &UserId) -> String {
+        let mut k = self.index_prefix(shard.as_str());
         k.push_str(user.as_str());
         k
     }

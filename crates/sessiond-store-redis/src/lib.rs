@@ -372,7 +372,7 @@ impl SessionStore for RedisStore {
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::CREATE
                     .key(self.keys.record(&record.id))
-                    .key(self.keys.index(&record.user_id))
+                    .key(self.keys.index_in(shard, &record.user_id))
                     .arg(value)
                     .arg(ttl_ms(record, now))
                     .arg(score(record.absolute_expires_at))
@@ -517,12 +517,13 @@ impl SessionStore for RedisStore {
         user: &UserId,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
+        let shard = user.shard();
         let reply: Vec<Value> = self
             .call(|mut c| async move {
                 scripts::LIST_USER
-                    .key(self.keys.index(user))
+                    .key(self.keys.index_in(shard, user))
                     .arg(expired_score(now))
-                    .arg(self.keys.record_prefix(user.shard().as_str()))
+                    .arg(self.keys.record_prefix(shard.as_str()))
                     .invoke_async(&mut c)
                     .await
             })
@@ -532,7 +533,7 @@ impl SessionStore for RedisStore {
             let (Some(id), Some(value)) = (bytes(&pair[0]), bytes(&pair[1])) else {
                 return Err(unexpected());
             };
-            let id = id_from_member(user.shard(), id).ok_or_else(unexpected)?;
+            let id = id_from_member(shard, id).ok_or_else(unexpected)?;
             let record = decode(&id, value)?;
             if record.is_live(now) {
                 out.push(record);
@@ -548,14 +549,15 @@ impl SessionStore for RedisStore {
         now: Timestamp,
     ) -> Result<u64, StoreError> {
         let keep = except.map(member).unwrap_or("");
+        let shard = user.shard();
         let mut total = 0u64;
         loop {
             let reply: Vec<i64> = self
                 .call_reaching(Reach::Durable, |mut c| async move {
                     scripts::DELETE_USER
-                        .key(self.keys.index(user))
+                        .key(self.keys.index_in(shard, user))
                         .arg(now.as_millis())
-                        .arg(self.keys.record_prefix(user.shard().as_str()))
+                        .arg(self.keys.record_prefix(shard.as_str()))
                         .arg(keep)
                         .arg(REVOKE_BATCH)
                         .invoke_async(&mut c)
