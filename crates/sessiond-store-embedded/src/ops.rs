@@ -341,20 +341,18 @@ pub(crate) fn update_data(
     now: Timestamp,
 ) -> Result<UpdateOutcome, StoreError> {
     let id = id.clone();
-    write_grouped(shared, move |t| {
-        match t.get(id.as_str())? {
-            Some(r) if r.is_live(now) => {
-                if r.version != expected_version {
-                    return Ok((UpdateOutcome::VersionMismatch { current: r.version }, false));
-                }
-                let mut updated = r.clone();
-                updated.user_data = user_data.clone();
-                updated.version = r.version.saturating_add(1);
-                t.put(&updated, Some(&r))?;
-                Ok((UpdateOutcome::Updated(updated), true))
+    write_grouped(shared, move |t| match t.get(id.as_str())? {
+        Some(r) if r.is_live(now) => {
+            if r.version != expected_version {
+                return Ok((UpdateOutcome::VersionMismatch { current: r.version }, false));
             }
-            _ => Ok((UpdateOutcome::NotFound, false)),
+            let mut updated = r.clone();
+            updated.user_data = user_data.clone();
+            updated.version = r.version.saturating_add(1);
+            t.put(&updated, Some(&r))?;
+            Ok((UpdateOutcome::Updated(updated), true))
         }
+        _ => Ok((UpdateOutcome::NotFound, false)),
     })
 }
 
@@ -366,32 +364,28 @@ pub(crate) fn rotate(
     now: Timestamp,
 ) -> Result<RotateOutcome, StoreError> {
     let (id, expected) = (id.clone(), expected.clone());
-    write_grouped(shared, move |t| {
-        match t.get(id.as_str())? {
-            Some(r) if r.is_live(now) => {
-                if !r.secret_hash.ct_matches(&expected) {
-                    return Ok((RotateOutcome::Stale, false));
-                }
-                let mut rotated = r.clone();
-                rotated.secret_hash = replacement.clone();
-                t.put(&rotated, Some(&r))?;
-                Ok((RotateOutcome::Rotated(rotated), true))
+    write_grouped(shared, move |t| match t.get(id.as_str())? {
+        Some(r) if r.is_live(now) => {
+            if !r.secret_hash.ct_matches(&expected) {
+                return Ok((RotateOutcome::Stale, false));
             }
-            _ => Ok((RotateOutcome::NotFound, false)),
+            let mut rotated = r.clone();
+            rotated.secret_hash = replacement.clone();
+            t.put(&rotated, Some(&r))?;
+            Ok((RotateOutcome::Rotated(rotated), true))
         }
+        _ => Ok((RotateOutcome::NotFound, false)),
     })
 }
 
 pub(crate) fn delete(shared: &Shared, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
     let id = id.clone();
-    write_grouped(shared, move |t| {
-        match t.get(id.as_str())? {
-            Some(r) => {
-                t.remove(&r)?;
-                Ok((r.is_live(now), true))
-            }
-            None => Ok((false, false)),
+    write_grouped(shared, move |t| match t.get(id.as_str())? {
+        Some(r) => {
+            t.remove(&r)?;
+            Ok((r.is_live(now), true))
         }
+        None => Ok((false, false)),
     })
 }
 
@@ -575,7 +569,10 @@ mod tests {
             let outcome = thread.join().unwrap();
             if i % 8 == 0 {
                 assert!(outcome.is_err(), "write {i} failed");
-                assert!(!stored(&shared, &format!("k{i}")), "a failed write left data");
+                assert!(
+                    !stored(&shared, &format!("k{i}")),
+                    "a failed write left data"
+                );
             } else {
                 assert_eq!(outcome.unwrap(), i, "write {i} got its own outcome");
                 assert!(stored(&shared, &format!("k{i}")), "write {i} was committed");
