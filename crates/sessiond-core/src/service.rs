@@ -159,13 +159,31 @@ impl Sessions {
     /// Validates a token: the live session it belongs to, with activity recorded if the touch
     /// interval has passed. One store read, plus one write at most once per touch interval.
     pub async fn authenticate(&self, token: &Token) -> Result<SessionRecord, SessionError> {
+        self.authenticate_as(token, true).await
+    }
+
+    /// [`authenticate`](Self::authenticate) for the gateway's check: the record's `user_data`
+    /// may be left empty (see [`SessionStore::load_identity`]); everything else is the same.
+    pub async fn authenticate_identity(
+        &self,
+        token: &Token,
+    ) -> Result<SessionRecord, SessionError> {
+        self.authenticate_as(token, false).await
+    }
+
+    async fn authenticate_as(
+        &self,
+        token: &Token,
+        documents: bool,
+    ) -> Result<SessionRecord, SessionError> {
         let now = self.clock.now();
         let id = token.session_id();
-        let record = self
-            .store
-            .load(id, now)
-            .await?
-            .ok_or(SessionError::Unauthenticated)?;
+        let loaded = if documents {
+            self.store.load(id, now).await?
+        } else {
+            self.store.load_identity(id, now).await?
+        };
+        let record = loaded.ok_or(SessionError::Unauthenticated)?;
         if !record.secret_hash.verify(token) {
             return Err(SessionError::Unauthenticated);
         }

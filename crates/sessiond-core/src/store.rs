@@ -84,6 +84,17 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Like [`load`](Self::load), for a caller that needs the session's identity, times and
+    /// `metadata` but not its `userData` (the gateway's check, on every request): an engine
+    /// may leave `user_data` empty instead of decoding it. By default it is `load`.
+    async fn load_identity(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.load(id, now).await
+    }
+
     /// Records activity at `at` (never moving it backwards) and extends the engine's own expiry
     /// to match. Returns `false`, writing nothing, when no live session has this id.
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError>;

@@ -119,6 +119,14 @@ impl SessionStore for InstrumentedStore {
         )
     }
 
+    async fn load_identity(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        timed!(self, "load", self.inner.load_identity(id, now))
+    }
+
     async fn delete_all(&self) -> Result<u64, StoreError> {
         timed!(self, "delete_all", self.inner.delete_all())
     }

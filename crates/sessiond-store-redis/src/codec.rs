@@ -97,6 +97,15 @@ fn take<'a>(bytes: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], Stor
 }
 
 pub(crate) fn decode(id: &SessionId, bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    decode_with(id, bytes, true)
+}
+
+/// [`decode`] with `user_data` left empty, unread: the gateway's check needs only the rest.
+pub(crate) fn decode_identity(id: &SessionId, bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    decode_with(id, bytes, false)
+}
+
+fn decode_with(id: &SessionId, bytes: &[u8], user_data: bool) -> Result<SessionRecord, StoreError> {
     if bytes.len() < HEADER_LEN || bytes[0] != FORMAT {
         return Err(corrupt("unknown format"));
     }
@@ -125,7 +134,7 @@ pub(crate) fn decode(id: &SessionId, bytes: &[u8]) -> Result<SessionRecord, Stor
         idle_timeout_ms: read_u48(&bytes[7..13]),
         absolute_expires_at: Timestamp::from_millis(read_u48(&bytes[13..19])),
         version: read_u48(&bytes[19..25]),
-        user_data: object(data)?,
+        user_data: if user_data { object(data)? } else { Map::new() },
         metadata: object(meta)?,
     })
 }
@@ -168,6 +177,10 @@ mod tests {
         assert_eq!(bytes[19..25], [0, 0, 0, 0, 0, 42]);
         assert_eq!(&bytes[25..57], t.secret_hash().as_bytes());
         assert_eq!(decode(&r.id, &bytes).unwrap(), r);
+        let identity = decode_identity(&r.id, &bytes).unwrap();
+        assert!(identity.user_data.is_empty());
+        assert_eq!(identity.metadata, r.metadata);
+        assert_eq!(identity.secret_hash, r.secret_hash);
         assert!(decode(&r.id, &bytes[..60]).is_err());
         assert!(decode(&r.id, b"garbage").is_err());
     }

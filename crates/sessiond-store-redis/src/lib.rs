@@ -46,7 +46,9 @@ use sessiond_core::{
 
 pub use connection::{ConnectError, TlsRoots, Topology};
 
-use crate::codec::{decode, encode, encode_object, parse_version, u48, version_bytes};
+use crate::codec::{
+    decode, decode_identity, encode, encode_object, parse_version, u48, version_bytes,
+};
 use crate::connection::{Connection, store_error};
 use crate::keys::Keys;
 use crate::keys::{expired_score, id_from_member, member, score};
@@ -414,6 +416,21 @@ impl SessionStore for RedisStore {
         match value {
             Some(v) => {
                 let record = decode(id, &v)?;
+                Ok(record.is_live(now).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn load_identity(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let value = self.read_record(self.keys.record(id)).await?;
+        match value {
+            Some(v) => {
+                let record = decode_identity(id, &v)?;
                 Ok(record.is_live(now).then_some(record))
             }
             None => Ok(None),

@@ -1016,6 +1016,51 @@ pub async fn delete_user_removes_every_live_session(store: Arc<dyn SessionStore>
     );
 }
 
+/// The gateway's read: the same record as `load`, except that `user_data` may be empty, and
+/// nothing for an unknown or expired id.
+pub async fn load_identity_is_load_but_user_data_may_be_left_out(store: Arc<dyn SessionStore>) {
+    let user = fresh_user("identity");
+    let rec = record(&user, at(0));
+    create(&*store, &rec).await;
+    let full = load(&*store, &rec.id, at(10))
+        .await
+        .expect("a live session");
+    let identity = store
+        .load_identity(&rec.id, at(10))
+        .await
+        .expect("load_identity failed")
+        .expect("a live session");
+    assert!(
+        identity.user_data.is_empty() || identity.user_data == full.user_data,
+        "load_identity must return the user data or none of it"
+    );
+    assert_eq!(
+        SessionRecord {
+            user_data: full.user_data.clone(),
+            ..identity
+        },
+        full,
+        "load_identity must return everything else exactly as load does"
+    );
+    let expired = at(IDLE_MS + 1);
+    assert_eq!(
+        store
+            .load_identity(&rec.id, expired)
+            .await
+            .expect("load_identity failed"),
+        None,
+        "an expired session is never returned"
+    );
+    let unknown = record(&user, at(0));
+    assert_eq!(
+        store
+            .load_identity(&unknown.id, at(10))
+            .await
+            .expect("load_identity failed"),
+        None
+    );
+}
+
 /// The emergency path: every session of every user ends, and the store keeps working.
 pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionStore>) {
     // Enough users that, on Cluster, one node holds several of their slots.

@@ -85,6 +85,13 @@ impl<G: std::fmt::Debug + Send + Sync + 'static> SessionStore for Guarded<G> {
     ) -> Result<u64, StoreError> {
         self.store.delete_user(user, except, now).await
     }
+    async fn load_identity(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.store.load_identity(id, now).await
+    }
     async fn delete_all(&self) -> Result<u64, StoreError> {
         self.store.delete_all().await
     }

@@ -69,6 +69,7 @@ macro_rules! store_conformance_tests {
             delete_user_removes_every_live_session,
             delete_user_keeps_the_excepted_session,
             delete_all_ends_every_session_of_every_user,
+            load_identity_is_load_but_user_data_may_be_left_out,
             cap_evicts_the_least_recently_active_session,
             cap_with_reject_writes_nothing,
             cap_ignores_expired_sessions,

@@ -21,6 +21,17 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<(SessionRecord, Token, Transport), ApiError> {
+    authenticate_as(state, headers, peer, true).await
+}
+
+/// [`authenticate`], with `documents: false` for the gateway's check, which returns no
+/// `userData` and so need not decode it.
+async fn authenticate_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    documents: bool,
+) -> Result<(SessionRecord, Token, Transport), ApiError> {
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     let client = state.guard.admit(&state.metrics, headers, peer)?;
     let (token, transport) = session_token(headers).inspect_err(|_| {
@@ -32,7 +43,12 @@ pub(crate) async fn authenticate(
             "token refused"
         );
     })?;
-    match state.sessions.authenticate(&token).await {
+    let authenticated = if documents {
+        state.sessions.authenticate(&token).await
+    } else {
+        state.sessions.authenticate_identity(&token).await
+    };
+    match authenticated {
         Ok(record) => {
             let (mismatches, refuse) = state.binding.config.check(&record, headers, client);
             let report = !mismatches.is_empty()
@@ -94,7 +110,7 @@ pub async fn forward_auth(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    match authenticate(&state, &headers, peer).await {
+    match authenticate_as(&state, &headers, peer, false).await {
         Ok((record, _, _)) => {
             let (Ok(user), Ok(session)) = (
                 HeaderValue::from_str(record.user_id.as_str()),
