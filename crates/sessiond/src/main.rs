@@ -10,6 +10,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: validations allocate many small, short-lived
+/// buffers, which glibc's malloc served at about 15% of sessiond's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sessiond keeps the login sessions of web and mobile apps: it creates a session when a user
 /// logs in, answers "is this token a live session, and whose?" for every request through the
 /// gateway, and revokes sessions at logout, password change or account lock.
