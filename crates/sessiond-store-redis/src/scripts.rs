@@ -68,9 +68,11 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9])
 local result = {1}
-if max > 0 then
+-- A user's first session (the usual login) has no index yet: nothing to prune or count.
+local indexed = redis.call('EXISTS', KEYS[2]) == 1
+if indexed then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9]) end
+if indexed and max > 0 then
   local alive = {}
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     local key = ARGV[8] .. m
@@ -97,8 +99,11 @@ if max > 0 then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-local ttl = math.max(1, tonumber(top[2]) * 1000 - now)
+local last = tonumber(ARGV[3])
+if indexed then
+  last = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
+end
+local ttl = math.max(1, last * 1000 - now)
 redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
 return result
 ",
