@@ -2,9 +2,13 @@
 //! and request helpers that check, on every answer, what API.md and RELIABILITY.md (d) require
 //! of all answers (`Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and a
 //! well-formed `application/problem+json` body on every error).
+//!
+//! Every server of the suite logs at `trace` level into one buffer, and when a [`TestApp`] is
+//! dropped it checks that no token it was issued (nor the token's secret half) appears in it
+//! (T3, S17): the whole API suite, on whichever engine it runs, is the log scan.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
@@ -20,6 +24,44 @@ use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// What every server of this test binary has logged, at `trace` level.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// A `tracing` writer appending to [`LOGS`].
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged so far by the servers of this test binary.
+pub(crate) fn captured_logs() -> String {
+    LOGS.get().map_or_else(String::new, |b| {
+        String::from_utf8_lossy(&b.lock().expect("log buffer")).into_owned()
+    })
+}
+
+/// Sends every log line of this process, at `trace` level, to [`LOGS`] (once).
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = LogSink(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
+        buffer
+    });
+}
 
 /// The backend API key every test server accepts.
 pub(crate) const KEY: &str = "test-backend-key-0123456789abcdef";
@@ -100,6 +142,7 @@ impl TestAppBuilder {
 
     /// Starts the server, on the store `SESSIOND_TEST_STORE` names.
     pub(crate) async fn spawn(self) -> TestApp {
+        capture_logs();
         let dir = tempfile::tempdir().expect("temporary data directory");
         let mut config = self.config;
         let backing = match self.backing {
@@ -251,18 +294,19 @@ impl TestApp {
             body: r.bytes().await.expect("response body").to_vec(),
         };
         resp.check_common();
+        // Every token the server hands out, whichever helper asked, is looked for in the logs.
+        if let Ok(doc) = serde_json::from_slice::<Value>(&resp.body)
+            && let Some(token) = doc["token"].as_str()
+        {
+            self.remember(token);
+        }
         resp
     }
 
-    /// `POST /v1/sessions` with `body`; records the token of a success.
+    /// `POST /v1/sessions` with `body` (`send` records the token of a success).
     pub(crate) async fn create(&self, body: &Value) -> Resp {
-        let r = self
-            .send(self.backend(Method::POST, "/v1/sessions").json(body))
-            .await;
-        if r.status == StatusCode::CREATED {
-            self.remember(r.json()["token"].as_str().expect("token"));
-        }
-        r
+        self.send(self.backend(Method::POST, "/v1/sessions").json(body))
+            .await
     }
 
     /// Creates a session for `user_id`: its token and session document.
@@ -279,15 +323,10 @@ impl TestApp {
         (token, doc["session"].take())
     }
 
-    /// `POST /v1/session/rotate` with `token`; records the new token of a success.
+    /// `POST /v1/session/rotate` with `token` (`send` records the new token of a success).
     pub(crate) async fn rotate(&self, token: &str) -> Resp {
-        let r = self
-            .send(self.holder(Method::POST, "/v1/session/rotate", token))
-            .await;
-        if r.status == StatusCode::OK {
-            self.remember(r.json()["token"].as_str().expect("token"));
-        }
-        r
+        self.send(self.holder(Method::POST, "/v1/session/rotate", token))
+            .await
     }
 
     /// The status `GET /v1/auth` gives `token`.
@@ -342,6 +381,24 @@ impl TestApp {
             .expect("server stopped within 15 s")
             .expect("server task did not panic");
         assert!(result.is_ok(), "run returned an error: {result:?}");
+    }
+}
+
+impl Drop for TestApp {
+    /// T3: none of this server's tokens reached a log line of any server of the suite.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let Some(buffer) = LOGS.get() else { return };
+        let logs = String::from_utf8_lossy(&buffer.lock().expect("log buffer")).into_owned();
+        for token in self.tokens.lock().expect("token list").iter() {
+            let secret = token.split_once('.').map_or(token.as_str(), |(_, s)| s);
+            assert!(
+                !logs.contains(secret),
+                "T3: a token this test was issued appears in the trace-level logs"
+            );
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sessiond_testkit::redis::RedisServer;
 
-use crate::helpers::{Backing, TestApp};
+use crate::helpers::{Backing, TestApp, captured_logs};
 
 fn set_cookies(r: &crate::helpers::Resp) -> Vec<String> {
     r.headers
@@ -436,4 +436,25 @@ async fn s20_a_user_agent_change_is_counted_and_refused_when_enforced() {
             "addresses are not compared by default"
         );
     }
+}
+
+#[tokio::test]
+async fn t03_s17_the_suite_logs_at_trace_level_and_the_scan_sees_them() {
+    // Every TestApp checks the captured logs for its tokens when dropped (helpers.rs); this
+    // test shows the capture is real: the server's lifecycle lines are in it.
+    let app = TestApp::spawn().await;
+    let (token, session) = app.create_session("user_t03").await;
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    app.send(app.holder(Method::DELETE, "/v1/session", &token))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    let logs = captured_logs();
+    for line in ["session.created", "session.logout"] {
+        assert!(
+            logs.lines().any(|l| l.contains(line) && l.contains(&id)),
+            "no {line} line for {id} in the captured logs"
+        );
+    }
+    let secret = token.split_once('.').expect("id.secret").1;
+    assert!(!logs.contains(secret));
 }
