@@ -100,12 +100,13 @@ pub(crate) fn decode(id: &SessionId, bytes: &[u8]) -> Result<SessionRecord, Stor
     decode_with(id, bytes, true)
 }
 
-/// [`decode`] with `user_data` left empty, unread: the gateway's check needs only the rest.
-pub(crate) fn decode_identity(id: &SessionId, bytes: &[u8]) -> Result<SessionRecord, StoreError> {
-    decode_with(id, bytes, false)
-}
-
-fn decode_with(id: &SessionId, bytes: &[u8], user_data: bool) -> Result<SessionRecord, StoreError> {
+/// [`decode`], with `user_data` left empty, unread, unless asked for: the gateway's check
+/// needs only the rest.
+pub(crate) fn decode_with(
+    id: &SessionId,
+    bytes: &[u8],
+    user_data: bool,
+) -> Result<SessionRecord, StoreError> {
     if bytes.len() < HEADER_LEN || bytes[0] != FORMAT {
         return Err(corrupt("unknown format"));
     }
@@ -177,7 +178,7 @@ mod tests {
         assert_eq!(bytes[19..25], [0, 0, 0, 0, 0, 42]);
         assert_eq!(&bytes[25..57], t.secret_hash().as_bytes());
         assert_eq!(decode(&r.id, &bytes).unwrap(), r);
-        let identity = decode_identity(&r.id, &bytes).unwrap();
+        let identity = decode_with(&r.id, &bytes, false).unwrap();
         assert!(identity.user_data.is_empty());
         assert_eq!(identity.metadata, r.metadata);
         assert_eq!(identity.secret_hash, r.secret_hash);

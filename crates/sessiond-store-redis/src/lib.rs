@@ -46,9 +46,7 @@ use sessiond_core::{
 
 pub use connection::{ConnectError, TlsRoots, Topology};
 
-use crate::codec::{
-    decode, decode_identity, encode, encode_object, parse_version, u48, version_bytes,
-};
+use crate::codec::{decode, decode_with, encode, encode_object, parse_version, u48, version_bytes};
 use crate::connection::{Connection, store_error};
 use crate::keys::Keys;
 use crate::keys::{expired_score, id_from_member, member, score};
@@ -272,6 +270,20 @@ impl RedisStore {
     /// token costs one read, not two (D14). Failed attempts are retried on the other nodes
     /// until the store's timeout, so a replica or primary connection killed by a failover does
     /// not fail a validation that another node can answer.
+    /// The record of `id` if it is live at `now`, with `userData` decoded or left empty.
+    async fn load_live(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        user_data: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(bytes) = self.read_record(self.keys.record(id)).await? else {
+            return Ok(None);
+        };
+        let record = decode_with(id, &bytes, user_data)?;
+        Ok(record.is_live(now).then_some(record))
+    }
+
     /// `GET` on the primary, bounded by redis-rs's response timeout alone (one command).
     async fn get_on_primary(
         &self,
@@ -412,14 +424,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let value = self.read_record(self.keys.record(id)).await?;
-        match value {
-            Some(v) => {
-                let record = decode(id, &v)?;
-                Ok(record.is_live(now).then_some(record))
-            }
-            None => Ok(None),
-        }
+        self.load_live(id, now, true).await
     }
 
     async fn load_identity(
@@ -427,14 +432,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let value = self.read_record(self.keys.record(id)).await?;
-        match value {
-            Some(v) => {
-                let record = decode_identity(id, &v)?;
-                Ok(record.is_live(now).then_some(record))
-            }
-            None => Ok(None),
-        }
+        self.load_live(id, now, false).await
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {

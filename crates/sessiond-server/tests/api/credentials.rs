@@ -15,11 +15,7 @@ use crate::helpers::{KEY, Resp, TestApp};
 /// The sum of the `/metrics` samples of `family` (the name before `{`) whose labels contain
 /// every one of `labels`.
 async fn metric(app: &TestApp, family: &str, labels: &[&str]) -> f64 {
-    let text = app
-        .send(app.req(Method::GET, "/metrics"))
-        .await
-        .expect_status(StatusCode::OK)
-        .text();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
         .filter(|l| labels.iter().all(|label| l.contains(label)))
@@ -29,11 +25,7 @@ async fn metric(app: &TestApp, family: &str, labels: &[&str]) -> f64 {
 
 /// Store operations made so far, of any kind but those a scrape of `/metrics` makes itself.
 async fn store_operations(app: &TestApp) -> f64 {
-    let text = app
-        .send(app.req(Method::GET, "/metrics"))
-        .await
-        .expect_status(StatusCode::OK)
-        .text();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with("sessiond_store_operation_duration_seconds_count{"))
         .filter(|l| !l.contains("op=\"count\"") && !l.contains("op=\"ping\""))

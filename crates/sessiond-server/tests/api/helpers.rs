@@ -303,6 +303,14 @@ impl TestApp {
         resp
     }
 
+    /// The `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        self.send(self.req(Method::GET, "/metrics"))
+            .await
+            .expect_status(StatusCode::OK)
+            .text()
+    }
+
     /// `POST /v1/sessions` with `body` (`send` records the token of a success).
     pub(crate) async fn create(&self, body: &Value) -> Resp {
         self.send(self.backend(Method::POST, "/v1/sessions").json(body))

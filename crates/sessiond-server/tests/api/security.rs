@@ -157,11 +157,7 @@ async fn s19_invalid_tokens_are_counted_per_client_and_over_the_limit_refused() 
     .await
     .expect_status(StatusCode::OK);
 
-    let metrics = app
-        .send(app.req(Method::GET, "/metrics"))
-        .await
-        .expect_status(StatusCode::OK)
-        .text();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"event="invalid_token_source_over_limit"} 1"#),
         "one report for the client that crossed the limit:\n{metrics}"
@@ -181,11 +177,7 @@ async fn s19_by_default_invalid_tokens_are_counted_but_not_refused() {
             .expect_status(StatusCode::UNAUTHORIZED);
     }
     assert_eq!(app.auth_status(&token).await, StatusCode::OK);
-    let metrics = app
-        .send(app.req(Method::GET, "/metrics"))
-        .await
-        .expect_status(StatusCode::OK)
-        .text();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains(r#"event="invalid_token_source_over_limit"} 1"#));
     assert!(metrics.contains(r#"event="invalid_token"} 5"#), "{metrics}");
 }
@@ -422,11 +414,7 @@ async fn s20_a_user_agent_change_is_counted_and_refused_when_enforced() {
         app.send(with_ua("Mozilla/5.0 (X11)"))
             .await
             .expect_status(StatusCode::OK);
-        let metrics = app
-            .send(app.req(Method::GET, "/metrics"))
-            .await
-            .expect_status(StatusCode::OK)
-            .text();
+        let metrics = app.metrics_text().await;
         assert!(
             metrics.contains(r#"event="binding_mismatch_user_agent"} 1"#),
             "one mismatch counted:\n{metrics}"
