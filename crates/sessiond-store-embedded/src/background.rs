@@ -1,8 +1,8 @@
 //! Work the embedded store does on its own: reclaiming expired sessions and flushing touches.
 //!
-//! Both loops belong to [`BackgroundTasks`]; dropping it (with the store) stops them. The
-//! loops hold only a weak reference to the database between runs, so dropping the store
-//! closes the database file (at most after a sweep already running on the blocking pool).
+//! Both loops belong to [`BackgroundTasks`]; closing or dropping the store stops them. The
+//! loops hold only a weak reference to the database between runs; a run in flight holds a
+//! strong one until it finishes, and dropping the store waits for that (see `release`).
 //!
 //! The sweeper decides expiry with the wall clock, which is also what the service uses in
 //! production; a session is never *served* by that decision, only reclaimed.
@@ -73,10 +73,18 @@ fn live(weak: &Weak<Shared>) -> Option<Arc<Shared>> {
     weak.upgrade().filter(|s| !s.closed.load(Ordering::Acquire))
 }
 
-impl Drop for BackgroundTasks {
-    fn drop(&mut self) {
+impl BackgroundTasks {
+    /// Stops both loops. A run already on the blocking pool finishes (a sweep at its next
+    /// batch, since the store is closed by then); the store's drop waits for it.
+    pub(crate) fn stop(&self) {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -12,15 +12,18 @@
 //!   format; `docs/design.md` describes it).
 //! - [`ops`](crate::ops): each store operation as one redb transaction.
 //! - [`background`](crate::background): the expiry sweeper and the touch flusher, owned by a
-//!   guard that stops them on drop.
+//!   guard that stops them on close or drop.
+//! - [`release`](crate::release): dropping the store waits until the database file is closed.
 //!
-//! redb is synchronous; every call runs on tokio's blocking pool so the async runtime never
-//! waits on disk.
+//! redb is synchronous. Writes, scans and the sweeper run on tokio's blocking pool so the
+//! async runtime never waits on disk; a validation's read runs inline, because a redb read
+//! transaction never waits for the writer and reads cached pages.
 //!
 //! [redb]: https://docs.rs/redb
 
 mod background;
 mod ops;
+mod release;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -94,15 +97,33 @@ pub(crate) struct Shared {
     pub(crate) unflushed: AtomicBool,
     /// Durable writes share fsyncs (see [`ops::GroupCommit`]).
     pub(crate) group: ops::GroupCommit,
+    /// Fires once the database above has been dropped. Declared after it, so dropped after
+    /// it (see [`release`]).
+    _released: release::ReleaseSignal,
 }
 
 /// The embedded session store.
+///
+/// Dropping it stops the background tasks and returns only once the database file is closed,
+/// so the directory can be opened again at once.
 #[derive(Debug)]
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     path: PathBuf,
-    /// Stops the sweeper and the flusher when the store is dropped.
-    _background: BackgroundTasks,
+    /// The sweeper and the flusher; stopped by [`SessionStore::close`] or on drop.
+    background: BackgroundTasks,
+    /// Declared last, so dropped after `shared`: waits for every other owner of the database
+    /// (work already on the blocking pool) to let go of it.
+    _release: release::ReleaseWait,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // No new work starts; what is in flight finishes and drops its handle, then the
+        // fields drop in order and `_release` waits for the last handle.
+        self.shared.closed.store(true, Ordering::Release);
+        self.background.stop();
+    }
 }
 
 impl EmbeddedStore {
@@ -122,17 +143,20 @@ impl EmbeddedStore {
             path: path.clone(),
             source,
         })?;
+        let (signal, wait) = release::pair();
         let shared = Arc::new(Shared {
             db,
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             group: ops::GroupCommit::default(),
+            _released: signal,
         });
         let background = BackgroundTasks::start(&shared, &options);
         Ok(EmbeddedStore {
             shared,
             path,
-            _background: background,
+            background,
+            _release: wait,
         })
     }
 
@@ -256,8 +280,15 @@ impl SessionStore for EmbeddedStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        let result = self.blocking(ops::flush).await;
-        self.shared.closed.store(true, Ordering::Release);
-        result
+        // Refuse new work and stop the background tasks first, so nothing is written after
+        // the final flush; a sweep already running stops at its next batch.
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.background.stop();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || ops::flush(&shared))
+            .await
+            .map_err(StoreError::internal)?
     }
 }

@@ -516,7 +516,9 @@ pub(crate) fn sweep(shared: &Shared, now: Timestamp) -> Result<u64, StoreError> 
             Ok(((removed, more), !due.is_empty()))
         })?;
         total += removed.0;
-        if !removed.1 {
+        // A closed store is being shut down or dropped, and waits for this sweep: stop at a
+        // batch boundary; the rest is reclaimed on the next start.
+        if !removed.1 || shared.closed.load(Ordering::Acquire) {
             return Ok(total);
         }
     }
@@ -533,6 +535,7 @@ mod tests {
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             group: GroupCommit::default(),
+            _released: crate::release::pair().0,
         })
     }
 

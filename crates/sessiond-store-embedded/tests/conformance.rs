@@ -13,7 +13,7 @@ use std::sync::Arc;
 use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use serde_json::json;
 use sessiond_core::{CreateOutcome, SessionId, SessionRecord, SessionStore, UpdateOutcome};
-use sessiond_store_embedded::{DATABASE_FILE, EmbeddedOptions, EmbeddedStore, OpenError};
+use sessiond_store_embedded::{DATABASE_FILE, EmbeddedOptions, EmbeddedStore};
 use sessiond_testkit::conformance::{NO_LIMIT, at, fresh_user, object, record, record_with_idle};
 use sessiond_testkit::guarded::Guarded;
 
@@ -29,44 +29,11 @@ fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir, EmbeddedOptions::default()).expect("open the embedded store")
 }
 
-/// Opens the database in `dir` again after the store that had it open was dropped.
-///
-/// Dropping an `EmbeddedStore` aborts its background tasks, but the runtime drops the aborted
-/// tasks (and their handle on the database) a moment later, and redb refuses a second open
-/// meanwhile (`dropping_the_store_releases_the_database` pins that down). The durability tests
-/// are about what is on disk, so they wait for the release here, briefly and boundedly.
-async fn reopen<T, E: std::fmt::Debug>(
-    dir: &Path,
-    open: impl Fn(&Path) -> Result<T, E>,
-    still_open: impl Fn(&E) -> bool,
-) -> T {
-    const ATTEMPTS: u32 = 500;
-    for _ in 0..ATTEMPTS {
-        match open(dir) {
-            Ok(opened) => return opened,
-            Err(e) if still_open(&e) => {}
-            Err(e) => panic!("reopening {} failed: {e:?}", dir.display()),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the database in {} was never released", dir.display());
-}
-
-async fn reopen_store(dir: &Path) -> EmbeddedStore {
-    reopen(
-        dir,
-        |dir| EmbeddedStore::open(dir, EmbeddedOptions::default()),
-        |e| {
-            matches!(
-                e,
-                OpenError::Database {
-                    source: redb::Error::DatabaseAlreadyOpen,
-                    ..
-                }
-            )
-        },
-    )
-    .await
+/// Opens the store in `dir` again after the store that had it open was dropped. Dropping
+/// waits until the database file is closed, so this never races the previous owner
+/// (`dropping_the_store_releases_the_database` pins that down).
+fn reopen_store(dir: &Path) -> EmbeddedStore {
+    open(dir)
 }
 
 sessiond_testkit::store_conformance_tests!(embedded);
@@ -99,7 +66,7 @@ async fn sessions_survive_reopen() {
         updated
     };
 
-    let store = reopen_store(dir.path()).await;
+    let store = reopen_store(dir.path());
     assert_eq!(
         store.load(&rec.id, at(20)).await.expect("load"),
         Some(written),
@@ -138,7 +105,7 @@ async fn close_makes_touches_durable() {
         store.close().await.expect("close");
     }
 
-    let store = reopen_store(dir.path()).await;
+    let store = reopen_store(dir.path());
     let loaded = store
         .load(&rec.id, at(5_000))
         .await
@@ -157,15 +124,19 @@ async fn close_makes_touches_durable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_store_releases_the_database() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    let store = open(dir.path());
-    store.ping().await.expect("ping");
-    drop(store);
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedOptions::default());
-    assert!(
-        reopened.is_ok(),
-        "reopening right after the store is dropped must succeed, got {:?}",
-        reopened.err()
-    );
+    // Opening starts the sweeper and the flusher, whose first runs begin at once on the
+    // blocking pool: each drop below races them. Reopen a number of times so a drop that
+    // returns before they let go fails this test rather than a later one.
+    for round in 0..20 {
+        let store = match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
+            Ok(store) => store,
+            Err(e) => {
+                panic!("reopening right after the store was dropped failed (round {round}): {e:?}")
+            }
+        };
+        store.ping().await.expect("ping");
+        drop(store);
+    }
 }
 
 /// The on-disk `by_user` and `expiry` tables (see `src/tables.rs`), read directly to prove
@@ -236,12 +207,8 @@ async fn sweep_reclaims_expired_sessions_only() {
         store.close().await.expect("close");
     }
 
-    let db = reopen(
-        dir.path(),
-        |dir| redb::Database::open(dir.join(DATABASE_FILE)),
-        |e| matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
-    )
-    .await;
+    let db = redb::Database::open(dir.path().join(DATABASE_FILE))
+        .expect("the database must open once the store that had it is dropped");
     let txn = db.begin_read().expect("begin read");
     let by_user = txn.open_multimap_table(BY_USER).expect("open by_user");
     let indexed: Vec<String> = by_user
