@@ -15,10 +15,16 @@
 //! - [`json`]: bounded JSON (depth, size) and RFC 7396 merge patch.
 //! - [`store`]: the [`SessionStore`] trait and the outcomes of its operations.
 //! - [`error`]: [`StoreError`], with the predicates the HTTP layer branches on.
+//! - [`event`]: [`SessionEvent`], what happened to a session, who did it and from where, and
+//!   the [`EventSink`] trait the metrics, the log and the audit trail implement.
+//! - [`wrap`]: [`StoreWrapper`](wrap::StoreWrapper), how a store over a store (cache, tier,
+//!   instrumentation) overrides only the operations it changes.
 //! - [`service`]: [`Sessions`], the session logic over any store (validate, touch, patch,
-//!   rotate, revoke), so every engine behaves the same above the storage line.
+//!   rotate, revoke, sweep), so every engine behaves the same above the storage line, and the
+//!   one place events are emitted.
 
 pub mod error;
+pub mod event;
 pub mod id;
 pub mod json;
 pub mod policy;
@@ -27,12 +33,17 @@ pub mod service;
 pub mod store;
 pub mod time;
 pub mod token;
+pub mod wrap;
 
 pub use error::StoreError;
+pub use event::{
+    Actor, BindingProperty, Client, EventKind, EventName, EventSink, Fanout, InvalidReason, KeyId,
+    NoEvents, Origin, SessionEvent,
+};
 pub use id::{IdError, SessionId, Shard, UserId};
 pub use policy::{AtCap, DataLimits, Policy, SessionLimit};
 pub use record::SessionRecord;
 pub use service::{Issued, NewSession, SessionError, Sessions};
-pub use store::{CreateOutcome, RotateOutcome, SessionStore, UpdateOutcome};
+pub use store::{CreateOutcome, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use token::{MalformedToken, SecretHash, Token};

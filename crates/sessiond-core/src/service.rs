@@ -2,6 +2,8 @@
 //!
 //! Token checks, the touch interval, expiry, merge patch with compare-and-set, rotation and
 //! revocation are decided here, once, so the embedded engine and Redis cannot drift apart.
+//! Every change is reported here too, as a [`SessionEvent`] to the configured [`EventSink`],
+//! whichever caller (HTTP, the CLI, the sweeper) asked for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +11,23 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::StoreError;
+use crate::event::{EventKind, EventSink, InvalidReason, NoEvents, Origin, SessionEvent};
 use crate::id::{SessionId, UserId};
 use crate::json::{DataError, check_object, merge_patch};
 use crate::policy::Policy;
 use crate::record::SessionRecord;
 use crate::store::{CreateOutcome, RotateOutcome, SessionStore, UpdateOutcome};
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
 use crate::token::{RandomnessUnavailable, Token};
 
-/// How many fresh ids a create tries before giving up. With 96-bit ids a single collision is
-/// already astronomically unlikely; a second one means the random source is broken.
+/// How many fresh ids a create tries before giving up. With 84 random bits per id a single
+/// collision is already astronomically unlikely; a second one means the random source is
+/// broken.
 const CREATE_ATTEMPTS: usize = 3;
 /// How often an unconditional `PATCH` retries its compare-and-set under contention.
 const PATCH_ATTEMPTS: usize = 32;
+/// Most expired sessions reclaimed per store call of a sweep.
+const SWEEP_BATCH: usize = 1_000;
 
 /// Why a session operation did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,10 @@ pub struct NewSession {
     pub metadata: Map<String, Value>,
     /// Requested idle timeout; clamped by the policy.
     pub ttl: Option<Duration>,
+    /// The session this login replaces (`replacesSessionId`): ended once the new one exists,
+    /// if it is the same user's. Another user's session id is ignored, so a backend bug
+    /// cannot let one user log another out.
+    pub replaces: Option<SessionId>,
 }
 
 /// A session just created or rotated: the only moment its token is known.
@@ -87,16 +97,26 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
 }
 
 impl Sessions {
-    /// Session logic over `store` with `policy`, reading time from `clock`.
+    /// Session logic over `store` with `policy`, reading time from `clock`, reporting to no
+    /// one until [`with_events`](Self::with_events).
     pub fn new(store: Arc<dyn SessionStore>, policy: Policy, clock: Arc<dyn Clock>) -> Self {
         Sessions {
             store,
             policy: Arc::new(policy),
             clock,
+            events: Arc::new(NoEvents),
         }
+    }
+
+    /// Reports every event to `sink` (a [`Fanout`](crate::event::Fanout) for several).
+    #[must_use]
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = sink;
+        self
     }
 
     /// The store underneath.
@@ -109,9 +129,50 @@ impl Sessions {
         &self.policy
     }
 
+    /// The clock every decision reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Reports an event the caller detected itself (the HTTP edge: a malformed token, a
+    /// binding mismatch), stamped with the current time.
+    pub fn report(&self, kind: EventKind<'_>, session: Option<&SessionRecord>, origin: Origin<'_>) {
+        self.emit(
+            kind,
+            self.clock.now(),
+            session.map(|r| &r.id),
+            session.map(|r| &r.user_id),
+            origin,
+        );
+    }
+
+    fn emit(
+        &self,
+        kind: EventKind<'_>,
+        at: Timestamp,
+        session_id: Option<&SessionId>,
+        user_id: Option<&UserId>,
+        origin: Origin<'_>,
+    ) {
+        self.events.emit(&SessionEvent {
+            kind,
+            at,
+            session_id,
+            user_id,
+            actor: origin.actor,
+            client: origin.client,
+        });
+    }
+
     /// Creates a session for a user whose credentials the backend has verified. Every call
-    /// issues a new token (a login never adopts an existing one).
-    pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
+    /// issues a new token (a login never adopts an existing one). With
+    /// [`NewSession::replaces`], the replaced session (if it is the same user's) is ended
+    /// once the new one exists.
+    pub async fn create(
+        &self,
+        new: NewSession,
+        origin: Origin<'_>,
+    ) -> Result<Issued, SessionError> {
         let limits = &self.policy.data;
         check_object(
             "userData",
@@ -122,6 +183,7 @@ impl Sessions {
         check_object("metadata", &new.metadata, limits.max_metadata_bytes, limits)?;
         let now = self.clock.now();
         let idle = self.policy.idle_timeout_for(new.ttl);
+        let replaces = new.replaces;
         let mut token = Token::generate(&new.user_id)?;
         let mut record = SessionRecord {
             id: token.session_id().clone(),
@@ -143,6 +205,25 @@ impl Sessions {
             }
             match self.store.create(&record, self.policy.limit, now).await? {
                 CreateOutcome::Created { evicted } => {
+                    self.emit(
+                        EventKind::Created,
+                        now,
+                        Some(&record.id),
+                        Some(&record.user_id),
+                        origin,
+                    );
+                    for old in &evicted {
+                        self.emit(
+                            EventKind::Evicted { by: &record.id },
+                            now,
+                            Some(old),
+                            Some(&record.user_id),
+                            origin,
+                        );
+                    }
+                    if let Some(old) = &replaces {
+                        self.end_replaced(old, &record, origin).await?;
+                    }
                     return Ok(Issued {
                         token,
                         record,
@@ -156,10 +237,40 @@ impl Sessions {
         Err(StoreError::internal("fresh session ids collided repeatedly").into())
     }
 
+    /// Ends the session a login replaces, if it is the same user's.
+    async fn end_replaced(
+        &self,
+        old: &SessionId,
+        by: &SessionRecord,
+        origin: Origin<'_>,
+    ) -> Result<(), SessionError> {
+        let now = self.clock.now();
+        match self.store.load_identity(old, now).await? {
+            Some(replaced) if replaced.user_id == by.user_id => {
+                if self.store.delete(old, now).await?.is_some() {
+                    self.emit(
+                        EventKind::Replaced { by: &by.id },
+                        now,
+                        Some(old),
+                        Some(&by.user_id),
+                        origin,
+                    );
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Validates a token: the live session it belongs to, with activity recorded if the touch
     /// interval has passed. One store read, plus one write at most once per touch interval.
-    pub async fn authenticate(&self, token: &Token) -> Result<SessionRecord, SessionError> {
-        self.authenticate_as(token, true).await
+    /// A refusal is reported as [`EventKind::InvalidToken`].
+    pub async fn authenticate(
+        &self,
+        token: &Token,
+        origin: Origin<'_>,
+    ) -> Result<SessionRecord, SessionError> {
+        self.authenticate_as(token, true, origin).await
     }
 
     /// [`authenticate`](Self::authenticate) for the gateway's check: the record's `user_data`
@@ -167,11 +278,33 @@ impl Sessions {
     pub async fn authenticate_identity(
         &self,
         token: &Token,
+        origin: Origin<'_>,
     ) -> Result<SessionRecord, SessionError> {
-        self.authenticate_as(token, false).await
+        self.authenticate_as(token, false, origin).await
     }
 
     async fn authenticate_as(
+        &self,
+        token: &Token,
+        documents: bool,
+        origin: Origin<'_>,
+    ) -> Result<SessionRecord, SessionError> {
+        let result = self.check_token(token, documents).await;
+        if let Err(SessionError::Unauthenticated) = &result {
+            self.emit(
+                EventKind::InvalidToken {
+                    reason: InvalidReason::Unknown,
+                },
+                self.clock.now(),
+                Some(token.session_id()),
+                None,
+                origin,
+            );
+        }
+        result
+    }
+
+    async fn check_token(
         &self,
         token: &Token,
         documents: bool,
@@ -265,7 +398,7 @@ impl Sessions {
     /// Issues a new token for the session `token` belongs to. The old token is dead once this
     /// returns; of two racing rotations with the same token, one wins and the other gets
     /// [`SessionError::Unauthenticated`].
-    pub async fn rotate(&self, token: &Token) -> Result<Issued, SessionError> {
+    pub async fn rotate(&self, token: &Token, origin: Origin<'_>) -> Result<Issued, SessionError> {
         let fresh = Token::new_secret_for(token.session_id().clone())?;
         let now = self.clock.now();
         let outcome = self
@@ -278,18 +411,52 @@ impl Sessions {
             )
             .await?;
         match outcome {
-            RotateOutcome::Rotated(record) => Ok(Issued {
-                token: fresh,
-                record,
-                evicted: Vec::new(),
-            }),
+            RotateOutcome::Rotated(record) => {
+                self.emit(
+                    EventKind::Rotated,
+                    now,
+                    Some(&record.id),
+                    Some(&record.user_id),
+                    origin,
+                );
+                Ok(Issued {
+                    token: fresh,
+                    record,
+                    evicted: Vec::new(),
+                })
+            }
             RotateOutcome::Stale | RotateOutcome::NotFound => Err(SessionError::Unauthenticated),
         }
     }
 
-    /// Ends one session. Returns whether it existed.
-    pub async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError> {
-        Ok(self.store.delete(id, self.clock.now()).await?)
+    /// The holder ends its own session (logout). Returns whether it was still live.
+    pub async fn logout(
+        &self,
+        session: &SessionRecord,
+        origin: Origin<'_>,
+    ) -> Result<bool, SessionError> {
+        let now = self.clock.now();
+        let ended = self.store.delete(&session.id, now).await?.is_some();
+        if ended {
+            self.emit(
+                EventKind::LoggedOut,
+                now,
+                Some(&session.id),
+                Some(&session.user_id),
+                origin,
+            );
+        }
+        Ok(ended)
+    }
+
+    /// Ends one session (a backend or an operator). Returns whether it existed.
+    pub async fn revoke(&self, id: &SessionId, origin: Origin<'_>) -> Result<bool, SessionError> {
+        let now = self.clock.now();
+        let Some(user) = self.store.delete(id, now).await? else {
+            return Ok(false);
+        };
+        self.emit(EventKind::Revoked, now, Some(id), Some(&user), origin);
+        Ok(true)
     }
 
     /// A user's live sessions, newest activity first.
@@ -308,16 +475,59 @@ impl Sessions {
         &self,
         user: &UserId,
         except: Option<&SessionId>,
+        origin: Origin<'_>,
     ) -> Result<u64, SessionError> {
-        Ok(self
-            .store
-            .delete_user(user, except, self.clock.now())
-            .await?)
+        let now = self.clock.now();
+        let count = self.store.delete_user(user, except, now).await?;
+        self.emit(
+            EventKind::RevokedAll {
+                count,
+                kept: except,
+            },
+            now,
+            None,
+            Some(user),
+            origin,
+        );
+        Ok(count)
     }
 
     /// Ends every session of every user: the emergency path (S12). Returns how many stored
     /// sessions were removed.
-    pub async fn revoke_everyone(&self) -> Result<u64, SessionError> {
-        Ok(self.store.delete_all().await?)
+    pub async fn revoke_everyone(&self, origin: Origin<'_>) -> Result<u64, SessionError> {
+        let count = self.store.delete_all().await?;
+        self.emit(
+            EventKind::RevokedEveryone { count },
+            self.clock.now(),
+            None,
+            None,
+            origin,
+        );
+        Ok(count)
+    }
+
+    /// Reclaims the records of sessions expired by now, reporting each as
+    /// [`EventKind::Expired`], and returns how many. Engines whose records expire on their own
+    /// (Redis keys carry TTLs) reclaim nothing here. Expired sessions are never served either
+    /// way; this only frees their space.
+    pub async fn sweep(&self) -> Result<u64, SessionError> {
+        let mut total = 0u64;
+        loop {
+            let now = self.clock.now();
+            let reclaimed = self.store.reclaim_expired(now, SWEEP_BATCH).await?;
+            for gone in &reclaimed {
+                self.emit(
+                    EventKind::Expired,
+                    now,
+                    Some(&gone.id),
+                    Some(&gone.user_id),
+                    Origin::SWEEPER,
+                );
+            }
+            total += reclaimed.len() as u64;
+            if reclaimed.len() < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
     }
 }

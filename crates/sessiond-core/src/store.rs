@@ -59,6 +59,15 @@ pub enum RotateOutcome {
     NotFound,
 }
 
+/// A session whose expired record [`SessionStore::reclaim_expired`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredSession {
+    /// The session.
+    pub id: SessionId,
+    /// Its user.
+    pub user_id: UserId,
+}
+
 /// A session storage engine.
 ///
 /// Callers pass `now` to every operation that depends on time; engines never consult a clock
@@ -119,9 +128,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<RotateOutcome, StoreError>;
 
-    /// Deletes a session and its index entry. Returns whether a session live at `now` was
-    /// removed (an expired record is removed too, but reported as absent).
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError>;
+    /// Deletes a session and its index entry. Returns the user of the session when one live at
+    /// `now` was removed (an expired record is removed too, but reported as absent).
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError>;
 
     /// The user's live sessions, in no particular order. Index entries of expired or missing
     /// sessions met on the way may be pruned.
@@ -152,6 +161,19 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 
     /// Checks that the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Removes up to `max` records of sessions expired at `now`, with their index entries, and
+    /// says which. [`Sessions::sweep`](crate::Sessions::sweep) calls it until fewer than `max`
+    /// come back. By default nothing is reclaimed: for an engine whose records expire on their
+    /// own (Redis keys carry TTLs).
+    async fn reclaim_expired(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<ExpiredSession>, StoreError> {
+        let _ = (now, max);
+        Ok(Vec::new())
+    }
 
     /// Flushes and releases resources at shutdown. Later calls may fail with
     /// [`StoreError::Unavailable`].

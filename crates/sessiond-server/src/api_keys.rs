@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sessiond_core::KeyId;
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 /// Shortest plain key accepted: shorter ones are guessable.
 pub const MIN_KEY_LEN: usize = 16;
@@ -56,14 +57,19 @@ impl ApiKeys {
         Ok(ApiKeys { digests })
     }
 
-    /// Whether `presented` is one of the keys.
-    pub fn accepts(&self, presented: &[u8]) -> bool {
+    /// Which key `presented` is, if it is one of them: its [`KeyId`], the first four bytes
+    /// of its digest (what events and logs name it by). Every configured digest is compared,
+    /// and the id picked, in constant time.
+    pub fn identify(&self, presented: &[u8]) -> Option<KeyId> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut any = Choice::from(0);
+        let mut id = 0u32;
         for d in &self.digests {
-            any |= d.ct_eq(&digest);
+            let hit = d.ct_eq(&digest);
+            any |= hit;
+            id = u32::conditional_select(&id, &key_id_bits(d), hit);
         }
-        bool::from(any)
+        bool::from(any).then(|| KeyId(id.to_be_bytes()))
     }
 
     /// The key in `<data_dir>/api-key`, generated (256 random bits, file mode 0600) if the
@@ -114,6 +120,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The [`KeyId`] of a digest, as a number for constant-time selection.
+fn key_id_bits(digest: &[u8; 32]) -> u32 {
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
 fn decode_hex(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
@@ -134,11 +145,20 @@ mod tests {
     fn plain_and_hashed_keys() {
         let plain = "backend-key-0123456789";
         let hashed = format!("sha256:{:x}", Sha256::digest(b"other-key-0123456789"));
-        let keys = ApiKeys::from_config(&[plain.into(), hashed]).unwrap();
-        assert!(keys.accepts(plain.as_bytes()));
-        assert!(keys.accepts(b"other-key-0123456789"));
-        assert!(!keys.accepts(b"backend-key-012345678"));
-        assert!(!keys.accepts(b""));
+        let keys = ApiKeys::from_config(&[plain.into(), hashed.clone()]).unwrap();
+        let plain_id = keys
+            .identify(plain.as_bytes())
+            .expect("the plain key is accepted");
+        let hashed_id = keys
+            .identify(b"other-key-0123456789")
+            .expect("the hashed key is accepted");
+        assert_ne!(plain_id, hashed_id, "each key has its own id");
+        assert!(
+            hashed.starts_with(&format!("sha256:{hashed_id}")),
+            "a key's id is the start of its sha256: form"
+        );
+        assert_eq!(keys.identify(b"backend-key-012345678"), None);
+        assert_eq!(keys.identify(b""), None);
     }
 
     #[test]
@@ -155,8 +175,8 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let key = std::fs::read_to_string(&path).unwrap();
-        assert!(a.accepts(key.trim().as_bytes()));
+        assert!(a.identify(key.trim().as_bytes()).is_some());
         let (b, _) = ApiKeys::load_or_generate(dir.path()).unwrap();
-        assert!(b.accepts(key.trim().as_bytes()));
+        assert!(b.identify(key.trim().as_bytes()).is_some());
     }
 }

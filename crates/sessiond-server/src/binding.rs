@@ -6,9 +6,10 @@
 //! guard uses: the TCP peer, or `guard.client_ip_header` behind a gateway). A difference is
 //! logged (`session.binding_mismatch`, with the session id and which property changed, never
 //! the token) and counted; with `binding.user_agent = "enforce"` (or `binding.ip`) the request
-//! is refused with `401` as if the token were unknown. A session is logged at most once a
-//! minute (the counter counts every request), so a stolen token in steady use does not flood
-//! the log.
+//! is refused with `401` as if the token were unknown. Each difference is a
+//! [`BindingMismatch`](sessiond_core::EventKind::BindingMismatch) event: counted on every
+//! request, logged at most once a minute per session (`events::LogSink`), so a stolen token in
+//! steady use does not flood the log.
 //!
 //! The user agent is compared by default. The address is not: behind a gateway sessiond sees
 //! the gateway's address unless `guard.client_ip_header` names the header carrying the
@@ -18,19 +19,11 @@
 //! agent is whatever the attacker says it is, so the defaults only log: the token's secrecy is
 //! the defence, this is for alerting.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
-use sessiond_core::{SessionId, SessionRecord};
-
-/// How often one session's mismatch is logged.
-const REPORT_EVERY: Duration = Duration::from_secs(60);
-/// Most sessions remembered as recently reported.
-const MAX_REPORTED: usize = 100_000;
+use sessiond_core::{BindingProperty, SessionRecord};
 
 /// What to do when a property differs from the login's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,25 +36,6 @@ pub enum BindingMode {
     Log,
     /// Log, count and refuse with `401`.
     Enforce,
-}
-
-/// A property of the client that differs from the login's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mismatch {
-    /// The `User-Agent` header.
-    UserAgent,
-    /// The client's address.
-    Ip,
-}
-
-impl Mismatch {
-    /// Its name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mismatch::UserAgent => "user_agent",
-            Mismatch::Ip => "ip",
-        }
-    }
 }
 
 /// The modes of both properties.
@@ -83,44 +57,6 @@ impl Default for BindingConfig {
     }
 }
 
-/// The configured checks, and which sessions were reported lately.
-#[derive(Debug)]
-pub struct Binding {
-    /// The modes.
-    pub config: BindingConfig,
-    reported: Mutex<HashMap<SessionId, Instant>>,
-}
-
-impl Binding {
-    /// Checks as configured.
-    pub fn new(config: BindingConfig) -> Self {
-        Binding {
-            config,
-            reported: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether a mismatch of session `id` at `now` should be logged (not in the last minute).
-    pub fn should_report(&self, id: &SessionId, now: Instant) -> bool {
-        let Ok(mut reported) = self.reported.lock() else {
-            return true;
-        };
-        if let Some(last) = reported.get(id)
-            && now.duration_since(*last) < REPORT_EVERY
-        {
-            return false;
-        }
-        if reported.len() >= MAX_REPORTED {
-            reported.retain(|_, last| now.duration_since(*last) < REPORT_EVERY);
-            if reported.len() >= MAX_REPORTED {
-                return true;
-            }
-        }
-        reported.insert(id.clone(), now);
-        true
-    }
-}
-
 impl BindingConfig {
     /// The differences between the request and the login, with whether any is enforced.
     /// Properties the login did not record are not compared.
@@ -129,7 +65,7 @@ impl BindingConfig {
         record: &SessionRecord,
         headers: &HeaderMap,
         client: Option<IpAddr>,
-    ) -> (Vec<Mismatch>, bool) {
+    ) -> (Vec<BindingProperty>, bool) {
         let mut found = Vec::new();
         let mut refuse = false;
         if self.user_agent != BindingMode::Off
@@ -140,7 +76,7 @@ impl BindingConfig {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if sent != recorded {
-                found.push(Mismatch::UserAgent);
+                found.push(BindingProperty::UserAgent);
                 refuse |= self.user_agent == BindingMode::Enforce;
             }
         }
@@ -153,7 +89,7 @@ impl BindingConfig {
             && let Some(client) = client
             && canonical(client) != canonical(recorded)
         {
-            found.push(Mismatch::Ip);
+            found.push(BindingProperty::Ip);
             refuse |= self.ip == BindingMode::Enforce;
         }
         (found, refuse)
@@ -207,7 +143,7 @@ mod tests {
         h.insert(header::USER_AGENT, HeaderValue::from_static("curl/8"));
         assert_eq!(
             log.check(&r, &h, Some(other)),
-            (vec![Mismatch::UserAgent, Mismatch::Ip], false)
+            (vec![BindingProperty::UserAgent, BindingProperty::Ip], false)
         );
         let enforce_ua = BindingConfig {
             user_agent: BindingMode::Enforce,
@@ -215,7 +151,7 @@ mod tests {
         };
         assert_eq!(
             enforce_ua.check(&r, &h, Some(same)),
-            (vec![Mismatch::UserAgent], true)
+            (vec![BindingProperty::UserAgent], true)
         );
         let off = BindingConfig {
             user_agent: BindingMode::Off,
@@ -227,15 +163,5 @@ mod tests {
             log.check(&record(&json!({})), &h, Some(other)),
             (vec![], false)
         );
-    }
-
-    #[test]
-    fn a_session_is_reported_once_a_minute() {
-        let b = Binding::new(BindingConfig::default());
-        let r = record(&json!({}));
-        let t = Instant::now();
-        assert!(b.should_report(&r.id, t));
-        assert!(!b.should_report(&r.id, t + Duration::from_secs(59)));
-        assert!(b.should_report(&r.id, t + REPORT_EVERY));
     }
 }

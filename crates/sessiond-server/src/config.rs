@@ -30,8 +30,8 @@ pub struct Config {
     pub api_keys: Option<ApiKeyList>,
     /// Redis URL; selects the Redis engine instead of the embedded store.
     pub redis_url: Option<RedisUrl>,
-    /// Where Redis reads go (`primary` or `replica`).
-    pub redis_read_from: Option<String>,
+    /// Where Redis validations read from (`replica`, the default, or `primary`).
+    pub redis_read_from: sessiond_store_redis::ReadFrom,
     /// Redis engine tuning.
     pub redis: RedisConfig,
     /// Log output.
@@ -53,6 +53,10 @@ pub struct Config {
     /// Longest wait for in-flight requests at shutdown.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// `SESSIOND_*` environment variables that name no setting and were left out, for the
+    /// start-up warning (not a setting).
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Default for Config {
@@ -62,7 +66,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./sessiond-data"),
             api_keys: None,
             redis_url: None,
-            redis_read_from: None,
+            redis_read_from: sessiond_store_redis::defaults::READ_FROM,
             redis: RedisConfig::default(),
             log: LogConfig::default(),
             session: SessionConfig::default(),
@@ -73,6 +77,7 @@ impl Default for Config {
             binding: crate::binding::BindingConfig::default(),
             guard: GuardConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -267,11 +272,12 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
+        use sessiond_store_redis::defaults;
         RedisConfig {
-            key_prefix: "sd:".into(),
-            timeout: Duration::from_secs(1),
-            replica_sync_timeout: Duration::from_millis(100),
-            min_replica_acks: 0,
+            key_prefix: defaults::KEY_PREFIX.into(),
+            timeout: defaults::TIMEOUT,
+            replica_sync_timeout: defaults::REPLICA_SYNC_TIMEOUT,
+            min_replica_acks: defaults::MIN_REPLICA_ACKS,
             tls_ca_file: None,
         }
     }
@@ -281,7 +287,9 @@ impl Default for RedisConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
-    /// How often expired sessions are reclaimed from disk.
+    /// How often the sweeper reclaims expired sessions from disk (each one an `expired`
+    /// event). Expired sessions are never served in between; this bounds how long they take
+    /// space. Redis reclaims its own by key expiry.
     #[serde(with = "duration")]
     pub sweep_interval: Duration,
 }
@@ -332,6 +340,31 @@ impl Serialize for ApiKeyList {
     }
 }
 
+/// The environment keys (lowercase, after `SESSIOND_`, sections joined by `__`) of every
+/// error in `e`, if each is an unknown key that came from the environment; `None` if any
+/// error is something else (a bad value, an unknown key in the file).
+fn unknown_env_keys(e: &figment::Error) -> Option<Vec<String>> {
+    let mut keys = Vec::new();
+    for error in e.clone() {
+        let figment::error::Kind::UnknownField(field, _) = &error.kind else {
+            return None;
+        };
+        let from_env = error
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment variable"));
+        if !from_env {
+            return None;
+        }
+        let mut path: Vec<String> = error.path.clone();
+        if path.last() != Some(field) {
+            path.push(field.clone());
+        }
+        keys.push(path.join("__").to_lowercase());
+    }
+    (!keys.is_empty()).then_some(keys)
+}
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overrides {
@@ -373,18 +406,66 @@ pub enum ConfigError {
 impl Config {
     /// Loads defaults, then `file` (if given, else `$SESSIOND_CONFIG` if set), then the
     /// process environment, then `overrides`; then validates.
+    ///
+    /// `SESSIOND_*` variables that name no setting are left out (and listed in
+    /// [`Config::ignored_env`] for a warning once logging is up): the platform sets its own
+    /// (Kubernetes sets `SESSIOND_PORT`, `SESSIOND_SERVICE_HOST` and more in every pod of a
+    /// namespace with a Service named `sessiond`; wrapper scripts set `SESSIOND_BIN`). An
+    /// unknown key in the TOML file still stops start-up: that file is sessiond's alone.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
-        Self::from_figment(&Self::figment(
-            file.as_deref(),
-            Env::prefixed("SESSIOND_"),
-            overrides,
-        ))
+        Self::load_from(file.as_deref(), overrides, || Env::prefixed("SESSIOND_"))
     }
 
-    /// The layered sources, with `env` as the environment layer (tests pass their own).
+    /// [`load`](Self::load) with `env` as the environment layer (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl Fn() -> Env,
+    ) -> Result<Config, ConfigError> {
+        // Keys (or whole sections) that name no setting.
+        let mut ignored: Vec<String> = Vec::new();
+        let skipped = |ignored: &[String], key: &str| {
+            ignored.iter().any(|s| {
+                key == s
+                    || key
+                        .strip_prefix(s.as_str())
+                        .is_some_and(|r| r.starts_with("__"))
+            })
+        };
+        loop {
+            let skip = ignored.clone();
+            // The filter sees keys as the environment spells them.
+            let layer = env().filter(move |key| !skipped(&skip, &key.as_str().to_lowercase()));
+            match Self::from_figment(&Self::figment(file, layer, overrides)) {
+                Ok(mut config) => {
+                    config.ignored_env = env()
+                        .iter()
+                        .map(|(key, _)| key.as_str().to_lowercase())
+                        .filter(|key| skipped(&ignored, key))
+                        .map(|key| format!("SESSIOND_{}", key.to_uppercase()))
+                        .collect();
+                    return Ok(config);
+                }
+                Err(ConfigError::Load(e)) => match unknown_env_keys(&e) {
+                    // Each round leaves out at least one more variable, so this ends.
+                    Some(keys) if keys.iter().any(|k| !ignored.contains(k)) => {
+                        for key in keys {
+                            if !ignored.contains(&key) {
+                                ignored.push(key);
+                            }
+                        }
+                    }
+                    _ => return Err(ConfigError::Load(e)),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The layered sources, with `env` as the environment layer.
     pub fn figment(file: Option<&Path>, env: Env, overrides: &Overrides) -> Figment {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -460,12 +541,6 @@ impl Config {
                 key: "redis_url",
                 reason: e.to_string(),
             })?;
-        }
-        if let Some(read_from) = &self.redis_read_from
-            && read_from != "primary"
-            && read_from != "replica"
-        {
-            return invalid("redis_read_from", "must be `primary` or `replica`");
         }
         if self.redis.key_prefix.contains(['{', '}']) {
             return invalid("redis.key_prefix", "must not contain { or }");
@@ -579,11 +654,11 @@ mod tests {
                     .map(|_| PathBuf::from("sessiond.toml"))
             });
             let file = file.transpose()?;
-            result = Some(Config::from_figment(&Config::figment(
+            result = Some(Config::load_from(
                 file.as_deref(),
-                Env::prefixed("SESSIOND_"),
                 &Overrides::default(),
-            )));
+                || Env::prefixed("SESSIOND_"),
+            ));
             Ok(())
         });
         result.expect("jail ran")
@@ -636,8 +711,10 @@ mod tests {
         assert!(e.to_string().to_lowercase().contains("idle_timeout"), "{e}");
         let e = load_with(&[("SESSIOND_LISTEN", "nowhere")], None).unwrap_err();
         assert!(e.to_string().to_lowercase().contains("listen"), "{e}");
-        let e = load_with(&[("SESSIOND_SESION__IDLE_TIMEOUT", "1h")], None).unwrap_err();
+        let e = load_with(&[], Some("[sesion]\nidle_timeout = \"1h\"\n")).unwrap_err();
         assert!(e.to_string().to_lowercase().contains("sesion"), "{e}");
+        let e = load_with(&[], Some("[session]\nidle_timout = \"1h\"\n")).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("idle_timout"), "{e}");
         let e = load_with(&[("SESSIOND_API_KEYS", "short")], None).unwrap_err();
         assert!(e.to_string().to_lowercase().contains("api_keys"), "{e}");
         let e = load_with(&[("SESSIOND_SESSION__ABSOLUTE_TIMEOUT", "1m")], None).unwrap_err();
@@ -669,10 +746,64 @@ mod tests {
             "the Redis password must not show in Debug"
         );
         assert_eq!(c.redis.min_replica_acks, 1);
+        assert_eq!(c.redis_read_from, sessiond_store_redis::ReadFrom::Primary);
         let e = load_with(&[("SESSIOND_REDIS_URL", "http://x")], None).unwrap_err();
         assert!(e.to_string().contains("redis_url"), "{e}");
         let e = load_with(&[("SESSIOND_REDIS_READ_FROM", "nearest")], None).unwrap_err();
-        assert!(e.to_string().contains("redis_read_from"), "{e}");
+        assert!(
+            e.to_string().to_lowercase().contains("redis_read_from"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_left_out_and_listed() {
+        // What Kubernetes sets in every pod of a namespace with a Service named `sessiond`,
+        // a wrapper script's own variable, and a misspelt nested key.
+        let c = load_with(
+            &[
+                ("SESSIOND_SERVICE_HOST", "10.0.0.1"),
+                ("SESSIOND_SERVICE_PORT", "7480"),
+                ("SESSIOND_PORT", "tcp://10.0.0.1:7480"),
+                ("SESSIOND_PORT_7480_TCP", "tcp://10.0.0.1:7480"),
+                ("SESSIOND_PORT_7480_TCP_PROTO", "tcp"),
+                ("SESSIOND_PORT_7480_TCP_PORT", "7480"),
+                ("SESSIOND_PORT_7480_TCP_ADDR", "10.0.0.1"),
+                ("SESSIOND_BIN", "/usr/local/bin/sessiond"),
+                ("SESSIOND_SESION__IDLE_TIMEOUT", "1h"),
+                ("SESSIOND_SESSION__IDLE_TIMEOUT", "30m"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.session.idle_timeout,
+            Duration::from_secs(1800),
+            "known keys apply"
+        );
+        let mut ignored = c.ignored_env.clone();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            vec![
+                "SESSIOND_BIN",
+                "SESSIOND_PORT",
+                "SESSIOND_PORT_7480_TCP",
+                "SESSIOND_PORT_7480_TCP_ADDR",
+                "SESSIOND_PORT_7480_TCP_PORT",
+                "SESSIOND_PORT_7480_TCP_PROTO",
+                "SESSIOND_SERVICE_HOST",
+                "SESSIOND_SERVICE_PORT",
+                "SESSIOND_SESION__IDLE_TIMEOUT",
+            ]
+        );
+        // A bad value of a known key still stops start-up.
+        let e = load_with(
+            &[("SESSIOND_PORT", "7480"), ("SESSIOND_LISTEN", "nowhere")],
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("listen"), "{e}");
     }
 
     #[test]

@@ -41,19 +41,8 @@ pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), ApiError
         }
         candidates.push((bearer_token(value.as_bytes())?, Transport::Bearer));
     }
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            let (name, val) = (&pair[..eq], &pair[eq + 1..]);
-            if name == SESSION_COOKIE.as_bytes() {
-                candidates.push((val, Transport::Cookie(SESSION_COOKIE)));
-            } else if name == LEGACY_SESSION_COOKIE.as_bytes() {
-                candidates.push((val, Transport::Cookie(LEGACY_SESSION_COOKIE)));
-            }
-        }
+    for (name, value) in crate::cookie::session_cookies(headers) {
+        candidates.push((value, Transport::Cookie(name)));
     }
     let (value, transport) = *candidates.first().ok_or(ApiError::Unauthorized)?;
     if candidates.iter().any(|(other, _)| *other != value) {

@@ -5,7 +5,7 @@
 //! comes through that gateway). Each source has a one-minute window. A request that presented
 //! a session token and got `401` counts against its source. When a source passes
 //! `guard.invalid_token_limit` in a window, that is logged once (a warning naming the source,
-//! never a token) and counted as `sessiond_session_events_total{event="invalid_token_source_over_limit"}`,
+//! never a token) and counted as `sessiond_guard_events_total{event="invalid_token_source_over_limit"}`,
 //! an alert signal.
 //! With `guard.reject_over_limit`, the source's token requests are then refused without
 //! touching the store until its window ends: `429` with `Retry-After`, except `GET /v1/auth`,
@@ -23,7 +23,6 @@ use axum::http::{HeaderMap, header};
 
 use crate::config::GuardConfig;
 use crate::error::ApiError;
-use crate::extract::{LEGACY_SESSION_COOKIE, SESSION_COOKIE};
 
 /// Length of a source's counting window.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -140,37 +139,29 @@ impl InvalidTokenGuard {
 /// Whether a request carries a session credential (a token to count if it is refused).
 fn presents_token(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION)
-        || headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, _)| name == SESSION_COOKIE || name == LEGACY_SESSION_COOKIE)
+        || crate::cookie::session_cookies(headers).next().is_some()
 }
 
 impl InvalidTokenGuard {
-    /// Before a token is looked at: the client's address, and `429` (as an error) when the
-    /// client is over the limit and refusal is configured. Refused without a store read.
+    /// Before a token is looked at: `429` (as an error) when `source` is over the limit and
+    /// refusal is configured. Refused without a store read.
     pub fn admit(
         &self,
         metrics: &crate::metrics::Metrics,
-        headers: &HeaderMap,
-        peer: Option<SocketAddr>,
-    ) -> Result<Option<IpAddr>, ApiError> {
-        let source = self.source(headers, peer);
+        source: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         if self.reject
             && let Some(ip) = source
         {
             let now = Instant::now();
             if self.is_over(ip, now) {
-                metrics.event("invalid_token_rejected");
+                metrics.guard(crate::metrics::GuardEvent::Rejected);
                 return Err(ApiError::TooManyRequests {
                     retry_after: self.retry_after(ip, now),
                 });
             }
         }
-        Ok(source)
+        Ok(())
     }
 
     /// After a presented token was refused: counts it against the client, and reports the
@@ -186,7 +177,7 @@ impl InvalidTokenGuard {
             return;
         }
         if self.record(ip, Instant::now()) == Recorded::CrossedLimit {
-            metrics.event("invalid_token_source_over_limit");
+            metrics.guard(crate::metrics::GuardEvent::SourceOverLimit);
             tracing::warn!(
                 event = "session.invalid_token_source",
                 source = %ip,

@@ -1,13 +1,15 @@
-//! A store that wraps a store and times every operation into the metrics.
+//! A store that wraps a store and times every operation into the metrics (a layer of the
+//! store stack, see `stack`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sessiond_core::wrap::StoreWrapper;
 use sessiond_core::{
-    CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord, SessionStore,
-    StoreError, Timestamp, UpdateOutcome, UserId,
+    CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 use crate::metrics::{Metrics, StoreLabels};
@@ -44,7 +46,11 @@ macro_rules! timed {
 }
 
 #[async_trait]
-impl SessionStore for InstrumentedStore {
+impl StoreWrapper for InstrumentedStore {
+    fn inner(&self) -> &dyn SessionStore {
+        &*self.inner
+    }
+
     async fn create(
         &self,
         record: &SessionRecord,
@@ -94,7 +100,7 @@ impl SessionStore for InstrumentedStore {
         )
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
         timed!(self, "delete", self.inner.delete(id, now))
     }
 
@@ -124,7 +130,7 @@ impl SessionStore for InstrumentedStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        timed!(self, "load", self.inner.load_identity(id, now))
+        timed!(self, "load_identity", self.inner.load_identity(id, now))
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {
@@ -139,7 +145,15 @@ impl SessionStore for InstrumentedStore {
         timed!(self, "ping", self.inner.ping())
     }
 
-    async fn close(&self) -> Result<(), StoreError> {
-        self.inner.close().await
+    async fn reclaim_expired(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<ExpiredSession>, StoreError> {
+        timed!(
+            self,
+            "reclaim_expired",
+            self.inner.reclaim_expired(now, max)
+        )
     }
 }

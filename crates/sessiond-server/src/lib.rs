@@ -10,11 +10,22 @@
 //! - [`state`]: [`AppState`], what every handler shares.
 //! - [`app`]: the router and the layers every request passes (timeouts, limits, headers).
 //! - [`routes`]: the handlers, one module per kind of caller.
-//! - [`extract`]: credentials and bodies, shape-checked before any store access.
+//! - [`credentials`]: the caller as an extractor ([`credentials::Holder`],
+//!   [`credentials::Backend`], [`credentials::ClientAddr`]): the invalid-token guard, the key
+//!   check and the binding check, with their events, before any body byte is read.
+//! - [`extract`]: token, key and `If-Match` parsing, and JSON bodies, shape-checked before any
+//!   store access.
+//! - [`cookie`]: the session cookie: one parser of the `Cookie` header, and `Set-Cookie`.
+//! - [`guard`]: invalid-token attempts counted per client (S19).
+//! - [`binding`]: comparing each request's client with the login's (S20).
 //! - [`document`]: the JSON shapes of the API.
 //! - [`error`]: [`ApiError`], the single mapping to problem+json answers.
+//! - [`events`]: the metrics and log event sinks.
 //! - [`metrics`]: every exported metric, and the request-tracking middleware.
-//! - [`instrumented`]: a store wrapper that times store operations.
+//! - [`stack`]: the store stack, built once from typed configuration.
+//! - [`instrumented`]: the stack's layer that times store operations.
+//! - [`sweeper`]: reclaims expired sessions, each reported as an event.
+//! - [`tls`]: HTTPS on the listener.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 //! - [`serve`]: the accept loop with connection limits and graceful shutdown.
 
@@ -23,8 +34,10 @@ pub mod app;
 pub mod binding;
 pub mod config;
 pub mod cookie;
+pub mod credentials;
 pub mod document;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod guard;
 pub mod instrumented;
@@ -32,16 +45,16 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod stack;
 pub mod state;
+pub mod sweeper;
 pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sessiond_core::{SessionStore, Sessions, SystemClock};
-use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
-use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
+use sessiond_core::{Clock, EventSink, Fanout, SessionStore, Sessions, SystemClock};
 use tokio::net::TcpListener;
 
 pub use app::app;
@@ -49,44 +62,31 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::{App, AppState};
 
-/// Opens the configured store: Redis when `redis_url` is set, else the embedded store. Also
-/// what the operator's commands (`sessiond revoke`) act on. Returns the store and the name of
-/// its engine (`embedded`, `standalone`, `sentinel`, `cluster`).
+/// Opens the configured engine, with nothing stacked on it: what the operator's commands
+/// (`sessiond revoke`) act on. Returns the store and the name of its engine (`embedded`,
+/// `standalone`, `sentinel`, `cluster`).
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn SessionStore>, &'static str)> {
-    let options = EmbeddedOptions {
-        sweep_interval: config.embedded.sweep_interval,
-        ..EmbeddedOptions::default()
-    };
-    let (engine, engine_name): (Arc<dyn SessionStore>, &'static str) = match &config.redis_url {
-        Some(url) => {
-            let topology = Topology::parse(&url.0)?;
-            let kind = topology.kind();
-            let options = RedisOptions {
-                key_prefix: config.redis.key_prefix.clone(),
-                timeout: config.redis.timeout,
-                read_from_replicas: config.redis_read_from.as_deref() != Some("primary"),
-                replica_sync_timeout: config.redis.replica_sync_timeout,
-                min_replica_acks: config.redis.min_replica_acks,
-                tls_roots: TlsRoots(match &config.redis.tls_ca_file {
-                    Some(path) => Some(std::fs::read(path).with_context(|| {
-                        format!("reading redis.tls_ca_file {}", path.display())
-                    })?),
-                    None => None,
-                }),
-                ..RedisOptions::new(topology)
-            };
-            let store = RedisStore::connect(&options)
-                .await
-                .context("connecting to Redis")?;
-            (Arc::new(store), kind)
+    let store_config = stack::StoreConfig::from_config(config)?;
+    let engine = stack::open_engine(&store_config).await?;
+    Ok((engine, store_config.kind()))
+}
+
+/// What a process embedding sessiond (or a test) supplies beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// Where every decision reads the time (expiry, activity, the sweeper, cookies).
+    pub clock: Arc<dyn Clock>,
+    /// Event sinks besides the metrics and the log, in order.
+    pub events: Vec<Arc<dyn EventSink>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            clock: Arc::new(SystemClock),
+            events: Vec::new(),
         }
-        None => {
-            let store = EmbeddedStore::open(&config.data_dir, options)
-                .context("opening the embedded session store")?;
-            (Arc::new(store), "embedded")
-        }
-    };
-    Ok((engine, engine_name))
+    }
 }
 
 /// Opens the configured store, serves the API on `listener` until `shutdown` completes, then
@@ -96,12 +96,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_with(config, Hooks::default(), listener, shutdown).await
+}
+
+/// [`run`] with the clock and extra event sinks of `hooks`.
+pub async fn run_with(
+    config: Config,
+    hooks: Hooks,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let (engine, engine_name) = open_store(&config).await?;
-    let store = Arc::new(instrumented::InstrumentedStore::new(
-        engine.clone(),
-        metrics.clone(),
-    ));
+    let store_config = stack::StoreConfig::from_config(&config)?;
+    let engine_name = store_config.kind();
+    let store = stack::build_store(stack::open_engine(&store_config).await?, metrics.clone());
     let api_keys = match &config.api_keys {
         Some(list) => api_keys::ApiKeys::from_config(&list.keys())
             .map_err(|reason| anyhow::anyhow!("api_keys: {reason}"))?,
@@ -115,7 +123,15 @@ pub async fn run(
             keys
         }
     };
-    let sessions = Sessions::new(store, config.policy(), Arc::new(SystemClock));
+    let mut sinks = Fanout::new()
+        .with(Arc::new(events::MetricsSink(metrics.clone())))
+        .with(Arc::new(events::LogSink::new()));
+    for sink in hooks.events {
+        sinks = sinks.with(sink);
+    }
+    let sessions =
+        Sessions::new(store.clone(), config.policy(), hooks.clock).with_events(Arc::new(sinks));
+    let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
     let state = AppState(Arc::new(App {
         sessions,
         api_keys,
@@ -124,7 +140,7 @@ pub async fn run(
         request_timeout: config.limits.request_timeout,
         guard: guard::InvalidTokenGuard::new(&config.guard),
         persistent_cookies: config.cookie.persistent,
-        binding: binding::Binding::new(config.binding),
+        binding: config.binding,
     }));
     let router = app(state, config.limits.max_body_bytes);
     let tls = tls::acceptor(&config.tls)?;
@@ -146,7 +162,8 @@ pub async fn run(
     )
     .await
     .context("serving HTTP")?;
-    engine.close().await.context("closing the session store")?;
+    drop(sweeper);
+    store.close().await.context("closing the session store")?;
     tracing::info!("sessiond stopped");
     Ok(())
 }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sessiond_core::EventName;
 
 use crate::state::AppState;
 
@@ -64,8 +65,58 @@ pub struct EngineLabels {
 /// Labels of a session lifecycle event.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    /// `created`, `rotated`, `revoked`, `revoked_all`, `evicted`, `invalid_token`.
+    /// An [`EventName`]'s label (`created`, `rotated`, `logged_out`, ...).
     pub event: &'static str,
+}
+
+/// Labels of what the invalid-token guard did.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    /// A [`GuardEvent`]'s label.
+    pub event: &'static str,
+}
+
+/// What the invalid-token guard counts (not session events: they concern a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// A client passed `guard.invalid_token_limit` in its window (once per window).
+    SourceOverLimit,
+    /// A request was refused because its client is over the limit.
+    Rejected,
+}
+
+impl GuardEvent {
+    /// Every kind.
+    pub const ALL: [GuardEvent; 2] = [GuardEvent::SourceOverLimit, GuardEvent::Rejected];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardEvent::SourceOverLimit => "invalid_token_source_over_limit",
+            GuardEvent::Rejected => "invalid_token_rejected",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            GuardEvent::SourceOverLimit => "a client passed the invalid-token limit",
+            GuardEvent::Rejected => "a request refused because its client is over the limit",
+        }
+    }
+}
+
+/// `Help text: label (what it counts), ...` for a metric labelled by an enum.
+fn help_from<T: Copy>(
+    intro: &str,
+    all: &[T],
+    label: impl Fn(T) -> &'static str,
+    describe: impl Fn(T) -> &'static str,
+) -> String {
+    let kinds: Vec<String> = all
+        .iter()
+        .map(|&k| format!("{} ({})", label(k), describe(k)))
+        .collect();
+    format!("{intro}: {}", kinds.join(", "))
 }
 
 /// All metrics of the process.
@@ -78,8 +129,10 @@ pub struct Metrics {
     pub http_duration: HistogramFamily<HttpLabels>,
     /// Store operation latency.
     pub store_duration: HistogramFamily<StoreLabels>,
-    /// Session lifecycle events.
+    /// Session lifecycle events, by [`EventName`].
     pub session_events: Family<EventLabels, Counter>,
+    /// What the invalid-token guard did, by [`GuardEvent`].
+    pub guard_events: Family<GuardLabels, Counter>,
     /// Sessions held by the store (refreshed on each scrape); absent for engines that cannot
     /// count without scanning (Redis).
     pub live_sessions: Family<EngineLabels, Gauge>,
@@ -100,6 +153,7 @@ impl Metrics {
         let store_duration =
             HistogramFamily::<StoreLabels>::new_with_constructor(latency_histogram);
         let session_events = Family::<EventLabels, Counter>::default();
+        let guard_events = Family::<GuardLabels, Counter>::default();
         let live_sessions = Family::<EngineLabels, Gauge>::default();
         registry.register(
             "http_requests",
@@ -118,9 +172,36 @@ impl Metrics {
         );
         registry.register(
             "session_events",
-            "Session lifecycle events (created, rotated, revoked, revoked_all, evicted, invalid_token)",
+            help_from(
+                "Session lifecycle events, by kind",
+                &EventName::ALL,
+                EventName::as_str,
+                EventName::describe,
+            ),
             session_events.clone(),
         );
+        registry.register(
+            "guard_events",
+            help_from(
+                "What the invalid-token guard did",
+                &GuardEvent::ALL,
+                GuardEvent::as_str,
+                GuardEvent::describe,
+            ),
+            guard_events.clone(),
+        );
+        // Every kind is exported from the start, at zero, so a rate or an alert over any of
+        // them has a series before the first event.
+        for name in EventName::ALL {
+            drop(session_events.get_or_create(&EventLabels {
+                event: name.as_str(),
+            }));
+        }
+        for kind in GuardEvent::ALL {
+            drop(guard_events.get_or_create(&GuardLabels {
+                event: kind.as_str(),
+            }));
+        }
         registry.register(
             "live_sessions",
             "Sessions held by the store, including expired ones not yet reclaimed (embedded store only)",
@@ -132,14 +213,26 @@ impl Metrics {
             http_duration,
             store_duration,
             session_events,
+            guard_events,
             live_sessions,
         }
     }
 
     /// Counts a lifecycle event.
-    pub fn event(&self, event: &'static str) {
+    pub fn event(&self, name: EventName) {
         self.session_events
-            .get_or_create(&EventLabels { event })
+            .get_or_create(&EventLabels {
+                event: name.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts what the invalid-token guard did.
+    pub fn guard(&self, event: GuardEvent) {
+        self.guard_events
+            .get_or_create(&GuardLabels {
+                event: event.as_str(),
+            })
             .inc();
     }
 

@@ -28,7 +28,15 @@ pub struct App {
     /// Whether session cookies carry a `Max-Age`.
     pub persistent_cookies: bool,
     /// What a request from another client than the login's gets.
-    pub binding: crate::binding::Binding,
+    pub binding: crate::binding::BindingConfig,
+}
+
+impl App {
+    /// For a `Set-Cookie`: the time a persistent cookie's `Max-Age` counts from, or `None`
+    /// when cookies end with the browser.
+    pub fn persistent_cookie_start(&self) -> Option<sessiond_core::Timestamp> {
+        self.persistent_cookies.then(|| self.sessions.clock().now())
+    }
 }
 
 /// Handle to [`App`], cheap to clone into every request.

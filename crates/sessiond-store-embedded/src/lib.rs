@@ -11,11 +11,12 @@
 //! - [`tables`](crate::tables): the table definitions and the record encoding (the on-disk
 //!   format; `docs/design.md` describes it).
 //! - [`ops`](crate::ops): each store operation as one redb transaction.
-//! - [`background`](crate::background): the expiry sweeper and the touch flusher, owned by a
-//!   guard that stops them on close or drop.
+//! - [`background`](crate::background): the touch flusher, owned by a guard that stops it on
+//!   close or drop. (Expired sessions are reclaimed through `reclaim_expired`, called by the
+//!   service's sweeper so that each one is reported as an event.)
 //! - [`release`](crate::release): dropping the store waits until the database file is closed.
 //!
-//! redb is synchronous. Writes, scans and the sweeper run on tokio's blocking pool so the
+//! redb is synchronous. Writes, scans and reclaiming run on tokio's blocking pool so the
 //! async runtime never waits on disk; a validation's read runs inline, because a redb read
 //! transaction never waits for the writer and reads cached pages.
 //!
@@ -34,8 +35,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sessiond_core::{
-    CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord, SessionStore,
-    StoreError, Timestamp, UpdateOutcome, UserId,
+    CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 use crate::background::BackgroundTasks;
@@ -43,12 +44,10 @@ use crate::background::BackgroundTasks;
 /// The file inside the data directory that holds the database.
 pub const DATABASE_FILE: &str = "sessions.redb";
 
-/// Tuning of the embedded engine.
+/// Tuning of the embedded engine. (Expired sessions are reclaimed by the service's sweeper,
+/// `Sessions::sweep`, through [`SessionStore::reclaim_expired`], so that each one is reported.)
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedOptions {
-    /// How often expired sessions are reclaimed from disk. Expired sessions are never served
-    /// in between; this only bounds how long they take space.
-    pub sweep_interval: Duration,
     /// Longest time a touch may stay without fsync.
     pub flush_interval: Duration,
 }
@@ -56,7 +55,6 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
-            sweep_interval: Duration::from_secs(30),
             flush_interval: Duration::from_secs(1),
         }
     }
@@ -110,7 +108,7 @@ pub(crate) struct Shared {
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     path: PathBuf,
-    /// The sweeper and the flusher; stopped by [`SessionStore::close`] or on drop.
+    /// The touch flusher; stopped by [`SessionStore::close`] or on drop.
     background: BackgroundTasks,
     /// Declared last, so dropped after `shared`: waits for every other owner of the database
     /// (work already on the blocking pool) to let go of it.
@@ -128,7 +126,7 @@ impl Drop for EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`. Must be called inside a tokio runtime, which
-    /// runs the background sweeper.
+    /// runs the touch flusher.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self, OpenError> {
         // Owner-only: the directory holds every session's data (and, unless keys are
         // configured, the generated API key). An existing directory keeps its mode.
@@ -163,12 +161,6 @@ impl EmbeddedStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Reclaims sessions expired at `now` and returns how many were removed. The background
-    /// sweeper calls this on its own; it is public for operators and tests.
-    pub async fn sweep(&self, now: Timestamp) -> Result<u64, StoreError> {
-        self.blocking(move |s| ops::sweep(s, now)).await
     }
 
     /// Runs `f` on the blocking pool against the open database.
@@ -242,7 +234,7 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
         let id = id.clone();
         self.blocking(move |s| ops::delete(s, &id, now)).await
     }
@@ -279,9 +271,18 @@ impl SessionStore for EmbeddedStore {
         self.blocking(ops::ping).await
     }
 
+    async fn reclaim_expired(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<ExpiredSession>, StoreError> {
+        self.blocking(move |s| ops::reclaim_expired(s, now, max))
+            .await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
-        // Refuse new work and stop the background tasks first, so nothing is written after
-        // the final flush; a sweep already running stops at its next batch.
+        // Refuse new work and stop the flusher first, so nothing is written after the final
+        // flush.
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

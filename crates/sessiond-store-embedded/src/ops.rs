@@ -7,8 +7,8 @@ use redb::{
 };
 use serde_json::{Map, Value};
 use sessiond_core::{
-    AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
-    StoreError, Timestamp, UpdateOutcome, UserId,
+    AtCap, CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    SessionRecord, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -378,14 +378,19 @@ pub(crate) fn rotate(
     })
 }
 
-pub(crate) fn delete(shared: &Shared, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+pub(crate) fn delete(
+    shared: &Shared,
+    id: &SessionId,
+    now: Timestamp,
+) -> Result<Option<UserId>, StoreError> {
     let id = id.clone();
     write_grouped(shared, move |t| match t.get(id.as_str())? {
         Some(r) => {
             t.remove(&r)?;
-            Ok((r.is_live(now), true))
+            let live = r.is_live(now);
+            Ok((live.then_some(r.user_id), true))
         }
-        None => Ok((false, false)),
+        None => Ok((None, false)),
     })
 }
 
@@ -482,46 +487,47 @@ pub(crate) fn flush(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reclaims up to [`SWEEP_BATCH`] sessions per transaction until none expired at `now` remain.
-pub(crate) fn sweep(shared: &Shared, now: Timestamp) -> Result<u64, StoreError> {
-    let mut total = 0;
-    loop {
-        let removed = write(shared, Durability::Immediate, |t| {
-            let mut due = Vec::new();
-            // Every entry with expires-at <= now: a session is expired at its expiry instant.
-            let bound = (now.as_millis().saturating_add(1), "");
-            for entry in t.expiry.range::<(u64, &str)>(..bound).map_err(db_err)? {
-                let (key, _) = entry.map_err(db_err)?;
-                let (at, id) = key.value();
-                due.push((at, id.to_owned()));
-                if due.len() == SWEEP_BATCH {
-                    break;
-                }
+/// Reclaims up to `max` sessions expired at `now` in one transaction, so a sweep never holds
+/// the write lock for long; the caller repeats while a full batch comes back.
+pub(crate) fn reclaim_expired(
+    shared: &Shared,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<ExpiredSession>, StoreError> {
+    let max = max.min(SWEEP_BATCH);
+    write(shared, Durability::Immediate, |t| {
+        let mut due = Vec::new();
+        // Every entry with expires-at <= now: a session is expired at its expiry instant.
+        let bound = (now.as_millis().saturating_add(1), "");
+        for entry in t.expiry.range::<(u64, &str)>(..bound).map_err(db_err)? {
+            let (key, _) = entry.map_err(db_err)?;
+            let (at, id) = key.value();
+            due.push((at, id.to_owned()));
+            if due.len() == max {
+                break;
             }
-            let mut removed = 0u64;
-            for (at, id) in &due {
-                match t.get(id)? {
-                    Some(r) if !r.is_live(now) => {
-                        t.remove(&r)?;
-                        removed += 1;
-                    }
-                    // A live record's current expiry entry is a different key; this one is
-                    // stale (it should not exist, but never let it pin the sweeper).
-                    _ => {
-                        t.expiry.remove((*at, id.as_str())).map_err(db_err)?;
-                    }
-                }
-            }
-            let more = due.len() == SWEEP_BATCH;
-            Ok(((removed, more), !due.is_empty()))
-        })?;
-        total += removed.0;
-        // A closed store is being shut down or dropped, and waits for this sweep: stop at a
-        // batch boundary; the rest is reclaimed on the next start.
-        if !removed.1 || shared.closed.load(Ordering::Acquire) {
-            return Ok(total);
         }
-    }
+        let mut reclaimed = Vec::new();
+        for (at, id) in &due {
+            match t.get(id)? {
+                Some(r) if !r.is_live(now) => {
+                    t.remove(&r)?;
+                    reclaimed.push(ExpiredSession {
+                        id: r.id,
+                        user_id: r.user_id,
+                    });
+                }
+                // A live record's current expiry entry is a different key; this one is
+                // stale (it should not exist, but never let it pin the sweeper).
+                _ => {
+                    t.expiry.remove((*at, id.as_str())).map_err(db_err)?;
+                }
+            }
+        }
+        // A batch with stale entries comes back short, so the sweep ends early; what remains
+        // is reclaimed at the next sweep.
+        Ok((reclaimed, !due.is_empty()))
+    })
 }
 
 #[cfg(test)]

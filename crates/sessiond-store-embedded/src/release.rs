@@ -1,7 +1,7 @@
 //! Knowing when the database file has been let go.
 //!
 //! The store's handle is not the only owner of the open database: an operation already on the
-//! blocking pool (a sweep or a flush of the background tasks, a write whose caller stopped
+//! blocking pool (a flush of the background task, a sweep batch, a write whose caller stopped
 //! waiting) holds it until that operation finishes. If dropping the store returned before
 //! then, a restart in place, or any second [`EmbeddedStore::open`](crate::EmbeddedStore::open)
 //! of the same directory in the process, would find the file still open and fail with
@@ -12,9 +12,9 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Longest a drop waits for in-flight work. Work in flight is one transaction (a sweep stops
-/// between batches once the store is closed), so this is never reached by a healthy disk; it
-/// only keeps a stuck disk from hanging shutdown forever.
+/// Longest a drop waits for in-flight work. Work in flight is one transaction (a sweep batch
+/// at most), so this is never reached by a healthy disk; it only keeps a stuck disk from
+/// hanging shutdown forever.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]

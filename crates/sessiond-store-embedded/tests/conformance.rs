@@ -1,5 +1,6 @@
 //! The embedded engine against the store conformance suite, plus what only this engine
-//! promises: durability across a reopen and reclaiming expired sessions with `sweep`.
+//! promises: durability across a reopen, and reclaiming expired sessions with
+//! `reclaim_expired` (which the service's sweeper calls).
 
 #![allow(
     clippy::expect_used,
@@ -12,7 +13,9 @@ use std::sync::Arc;
 
 use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use serde_json::json;
-use sessiond_core::{CreateOutcome, SessionId, SessionRecord, SessionStore, UpdateOutcome};
+use sessiond_core::{
+    CreateOutcome, ExpiredSession, SessionId, SessionRecord, SessionStore, UpdateOutcome,
+};
 use sessiond_store_embedded::{DATABASE_FILE, EmbeddedOptions, EmbeddedStore};
 use sessiond_testkit::conformance::{NO_LIMIT, at, fresh_user, object, record, record_with_idle};
 use sessiond_testkit::guarded::Guarded;
@@ -124,8 +127,8 @@ async fn close_makes_touches_durable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_store_releases_the_database() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    // Opening starts the sweeper and the flusher, whose first runs begin at once on the
-    // blocking pool: each drop below races them. Reopen a number of times so a drop that
+    // Opening starts the touch flusher, whose first run begins at once on the blocking pool:
+    // each drop below races it. Reopen a number of times so a drop that
     // returns before they let go fails this test rather than a later one.
     for round in 0..20 {
         let store = match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
@@ -145,7 +148,7 @@ async fn dropping_the_store_releases_the_database() {
 const BY_USER: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("by_user");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
-/// `sweep` reclaims expired sessions with their index and expiry entries and leaves live ones
+/// `reclaim_expired` reclaims expired sessions with their index and expiry entries and leaves live ones
 /// alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_reclaims_expired_sessions_only() {
@@ -173,10 +176,22 @@ async fn sweep_reclaims_expired_sessions_only() {
             .expect("the embedded store counts");
 
         let now = at(5_000);
+        let mut reclaimed = store
+            .reclaim_expired(now, 1_000)
+            .await
+            .expect("reclaim_expired");
+        reclaimed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut expected: Vec<ExpiredSession> = [&idled, &ended]
+            .iter()
+            .map(|r| ExpiredSession {
+                id: r.id.clone(),
+                user_id: user.clone(),
+            })
+            .collect();
+        expected.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(
-            store.sweep(now).await.expect("sweep"),
-            2,
-            "sweep must reclaim the idle-expired and the absolutely-expired session"
+            reclaimed, expected,
+            "sweep must reclaim the idle-expired and the absolutely-expired session, naming each"
         );
         assert_eq!(
             store
@@ -200,7 +215,11 @@ async fn sweep_reclaims_expired_sessions_only() {
             "sweep must leave a live session as it was"
         );
         assert_eq!(
-            store.sweep(now).await.expect("sweep"),
+            store
+                .reclaim_expired(now, 1_000)
+                .await
+                .expect("reclaim_expired")
+                .len(),
             0,
             "a second sweep at the same time must find nothing"
         );
@@ -247,7 +266,11 @@ async fn sweep_reclaims_session_expiring_exactly_now() {
         "the session is expired at +1000 ms"
     );
     assert_eq!(
-        store.sweep(at(1_000)).await.expect("sweep"),
+        store
+            .reclaim_expired(at(1_000), 1_000)
+            .await
+            .expect("reclaim_expired")
+            .len(),
         1,
         "sweep(now) must reclaim a session that expired exactly at now"
     );
@@ -259,5 +282,40 @@ async fn sweep_reclaims_session_expiring_exactly_now() {
             .expect("the embedded store counts"),
         0,
         "nothing must remain"
+    );
+}
+
+/// `reclaim_expired` never takes more than it is asked for, so one call is one bounded
+/// transaction; repeated calls reclaim the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_expired_works_in_bounded_batches() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = open(dir.path());
+    let user = fresh_user("sweep-batches");
+    for _ in 0..5 {
+        let rec = record_with_idle(&user, at(0), 1_000);
+        assert_eq!(
+            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
+            CreateOutcome::Created { evicted: vec![] },
+            "create must succeed"
+        );
+    }
+    let sizes: Vec<usize> = {
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            sizes.push(
+                store
+                    .reclaim_expired(at(5_000), 2)
+                    .await
+                    .expect("reclaim_expired")
+                    .len(),
+            );
+        }
+        sizes
+    };
+    assert_eq!(
+        sizes,
+        vec![2, 2, 1, 0],
+        "batches of at most two, until none is left"
     );
 }

@@ -60,6 +60,36 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// sessions never blocks Redis for long.
 const REVOKE_BATCH: usize = 500;
 
+/// Where validations read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// Replicas, in turn (falling back to the primary on a miss or when none answers).
+    #[default]
+    Replica,
+    /// The primary only.
+    Primary,
+}
+
+/// The engine's defaults, the one place they are written (the server's configuration takes
+/// its defaults from here).
+pub mod defaults {
+    use std::time::Duration;
+
+    use crate::ReadFrom;
+
+    /// Prefix of every key.
+    pub const KEY_PREFIX: &str = "sd:";
+    /// Longest wait for any Redis call.
+    pub const TIMEOUT: Duration = Duration::from_secs(1);
+    /// How long a write waits for every replica.
+    pub const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Replica acknowledgements a durable write needs.
+    pub const MIN_REPLICA_ACKS: usize = 0;
+    /// Where validations read from.
+    pub const READ_FROM: ReadFrom = ReadFrom::Replica;
+}
+
 /// Settings of the Redis engine.
 #[derive(Clone)]
 pub struct RedisOptions {
@@ -69,8 +99,8 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Longest wait for any Redis call; past it the call fails as unavailable (503).
     pub timeout: Duration,
-    /// Read validations from replicas (falling back to the primary when none answers).
-    pub read_from_replicas: bool,
+    /// Where validations read from.
+    pub read_from: ReadFrom,
     /// How long a write waits for every replica to acknowledge it before the replicas that
     /// did not are fenced off from reads.
     pub replica_sync_timeout: Duration,
@@ -83,16 +113,15 @@ pub struct RedisOptions {
 }
 
 impl RedisOptions {
-    /// Options for `topology` with the defaults: prefix `sd:`, 1 s timeout, reads from
-    /// replicas, 100 ms replica sync, no required acknowledgements.
+    /// Options for `topology` with the [`defaults`].
     pub fn new(topology: Topology) -> Self {
         RedisOptions {
             topology,
-            key_prefix: "sd:".into(),
-            timeout: Duration::from_secs(1),
-            read_from_replicas: true,
-            replica_sync_timeout: Duration::from_millis(100),
-            min_replica_acks: 0,
+            key_prefix: defaults::KEY_PREFIX.into(),
+            timeout: defaults::TIMEOUT,
+            read_from: defaults::READ_FROM,
+            replica_sync_timeout: defaults::REPLICA_SYNC_TIMEOUT,
+            min_replica_acks: defaults::MIN_REPLICA_ACKS,
             tls_roots: TlsRoots::default(),
         }
     }
@@ -105,7 +134,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("topology", &self.topology.kind())
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
-            .field("read_from_replicas", &self.read_from_replicas)
+            .field("read_from", &self.read_from)
             .field("replica_sync_timeout", &self.replica_sync_timeout)
             .field("min_replica_acks", &self.min_replica_acks)
             .field("tls_roots", &self.tls_roots)
@@ -153,7 +182,7 @@ impl RedisStore {
         let replication = ReplicationOptions {
             roots: options.tls_roots.clone(),
             fence_prefix: format!("{}fence:", options.key_prefix),
-            read_from_replicas: options.read_from_replicas,
+            read_from_replicas: options.read_from == ReadFrom::Replica,
             sync_timeout: options.replica_sync_timeout,
             min_acks: options.min_replica_acks,
             timeout: options.timeout,
@@ -512,8 +541,8 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
-        let reply: i64 = self
+    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
+        let reply: (i64, String) = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::DELETE
                     .key(self.keys.record(id))
@@ -524,7 +553,12 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        Ok(reply == 2)
+        match reply {
+            (2, user) => UserId::parse(&user)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.into())),
+            _ => Ok(None),
+        }
     }
 
     async fn list_user(

@@ -151,17 +151,18 @@ return {1, redis.call('GET', KEYS[1])}
 
 /// Deletes a session and its index entry. KEYS: record. ARGV: now ms, index key prefix of
 /// this shard, index member.
-/// Returns 0 absent, 1 removed (was expired), 2 removed (was live).
+/// Returns {0, ''} absent, {1, ''} removed (was expired), {2, user id} removed (was live).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
         r"
 local r = redis.call('GET', KEYS[1])
-if not r then return 0 end
+if not r then return {0, ''} end
 local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
+local user = string.sub(r, 66, 65 + ulen)
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', ARGV[2] .. string.sub(r, 66, 65 + ulen), ARGV[3])
-if live(r, tonumber(ARGV[1])) then return 2 end
-return 1
+redis.call('ZREM', ARGV[2] .. user, ARGV[3])
+if live(r, tonumber(ARGV[1])) then return {2, user} end
+return {1, ''}
 ",
     )
 });

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, UserId};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, UserId,
+};
 use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use sessiond_testkit::redis::RedisServer;
 
@@ -66,6 +68,7 @@ fn new_session() -> NewSession {
         user_data: Map::new(),
         metadata: Map::new(),
         ttl: None,
+        replaces: None,
     }
 }
 
@@ -77,18 +80,18 @@ async fn s23_works_as_an_acl_user_limited_to_its_keys_and_commands() {
     let url = format!("redis://sessiond:s3ssi0nd-pw@127.0.0.1:{}", server.port());
     let sessions = sessions(&url).await;
     let issued = sessions
-        .create(new_session())
+        .create(new_session(), Origin::CLI)
         .await
         .expect("create as the ACL user");
     sessions
-        .authenticate(&issued.token)
+        .authenticate(&issued.token, Origin::holder(Client::NONE))
         .await
         .expect("validate as the ACL user");
     let list = sessions.list(&issued.record.user_id).await.expect("list");
     assert_eq!(list.len(), 1);
     assert_eq!(
         sessions
-            .revoke_user(&issued.record.user_id, None)
+            .revoke_user(&issued.record.user_id, None, Origin::CLI)
             .await
             .expect("revoke all"),
         1
@@ -104,7 +107,7 @@ async fn s21_a_wrong_password_is_unavailable_not_a_crash() {
     .expect("start redis");
     let url = format!("redis://:wrong-password@127.0.0.1:{}", server.port());
     let sessions = sessions(&url).await;
-    match sessions.create(new_session()).await {
+    match sessions.create(new_session(), Origin::CLI).await {
         Err(SessionError::Store(e)) => assert!(e.is_unavailable(), "{e}"),
         other => panic!("a refused AUTH must fail as unavailable, got {other:?}"),
     }

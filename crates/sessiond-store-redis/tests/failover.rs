@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Map;
-use sessiond_core::{NewSession, Policy, Sessions, SystemClock, Token, UserId};
+use sessiond_core::{Client, NewSession, Origin, Policy, Sessions, SystemClock, Token, UserId};
 use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use sessiond_testkit::redis::RedisSentinel;
 use tokio::sync::Mutex;
@@ -37,6 +37,7 @@ fn new_session(i: usize) -> NewSession {
         user_data: Map::new(),
         metadata: Map::new(),
         ttl: None,
+        replaces: None,
     }
 }
 
@@ -66,7 +67,7 @@ async fn failover() -> Failover {
     for i in 0..20 {
         existing.push(
             sessions
-                .create(new_session(i))
+                .create(new_session(i), Origin::CLI)
                 .await
                 .expect("create before the kill")
                 .token,
@@ -86,7 +87,10 @@ async fn failover() -> Failover {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 for token in &existing {
-                    let ok = sessions.authenticate(token).await.is_ok();
+                    let ok = sessions
+                        .authenticate(token, Origin::holder(Client::NONE))
+                        .await
+                        .is_ok();
                     out.lock().await.push((Instant::now(), ok));
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -98,7 +102,11 @@ async fn failover() -> Failover {
         tokio::spawn(async move {
             let mut i = 1_000;
             while !stop.load(Ordering::Relaxed) {
-                let token = sessions.create(new_session(i)).await.ok().map(|s| s.token);
+                let token = sessions
+                    .create(new_session(i), Origin::CLI)
+                    .await
+                    .ok()
+                    .map(|s| s.token);
                 out.lock().await.push((Instant::now(), token));
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,7 +205,11 @@ async fn sessions_acknowledged_by_a_replica_before_the_kill_are_valid_after_the_
     );
     let mut lost = 0;
     for token in &acknowledged {
-        if f.sessions.authenticate(token).await.is_err() {
+        if f.sessions
+            .authenticate(token, Origin::holder(Client::NONE))
+            .await
+            .is_err()
+        {
             lost += 1;
         }
     }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, json};
-use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, UserId};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, UserId,
+};
 use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use sessiond_testkit::redis::RedisServer;
 
@@ -38,8 +40,9 @@ async fn a_full_redis_refuses_creates_and_keeps_validating_and_revoking() {
             user_data: data.clone(),
             metadata: Map::new(),
             ttl: None,
+            replaces: None,
         };
-        match sessions.create(new).await {
+        match sessions.create(new, Origin::CLI).await {
             Ok(s) => issued.push(s),
             Err(e) => break e,
         }
@@ -57,22 +60,27 @@ async fn a_full_redis_refuses_creates_and_keeps_validating_and_revoking() {
 
     for s in &issued {
         sessions
-            .authenticate(&s.token)
+            .authenticate(&s.token, Origin::holder(Client::NONE))
             .await
             .expect("an existing session still validates");
     }
     let first = &issued[0];
     assert!(
         sessions
-            .revoke(&first.record.id)
+            .revoke(&first.record.id, Origin::CLI)
             .await
             .expect("revoke works on a full Redis")
     );
-    assert!(sessions.authenticate(&first.token).await.is_err());
+    assert!(
+        sessions
+            .authenticate(&first.token, Origin::holder(Client::NONE))
+            .await
+            .is_err()
+    );
     let user = &issued[1].record.user_id;
     assert_eq!(
         sessions
-            .revoke_user(user, None)
+            .revoke_user(user, None, Origin::CLI)
             .await
             .expect("revoke-all works"),
         1

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, Token, UserId};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, Token, UserId,
+};
 use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use sessiond_testkit::redis::{RedisReplicated, RedisServer};
 
@@ -59,12 +61,16 @@ async fn d14_a_guessed_token_costs_one_read_with_replica_reads() {
     let sessions = Sessions::new(store.clone(), Policy::default(), Arc::new(SystemClock));
     let user = UserId::parse("user_d14").expect("valid user id");
     let issued = sessions
-        .create(NewSession {
-            user_id: user.clone(),
-            user_data: Map::new(),
-            metadata: Map::new(),
-            ttl: None,
-        })
+        .create(
+            NewSession {
+                user_id: user.clone(),
+                user_data: Map::new(),
+                metadata: Map::new(),
+                ttl: None,
+                replaces: None,
+            },
+            Origin::CLI,
+        )
         .await
         .expect("create");
 
@@ -74,7 +80,7 @@ async fn d14_a_guessed_token_costs_one_read_with_replica_reads() {
         // Well-formed, for the same user's shard, never issued.
         let guess = Token::generate(&user).expect("token");
         let err = sessions
-            .authenticate(&guess)
+            .authenticate(&guess, Origin::holder(Client::NONE))
             .await
             .expect_err("a guessed token is refused");
         assert!(matches!(err, SessionError::Unauthenticated), "{err:?}");
@@ -88,7 +94,7 @@ async fn d14_a_guessed_token_costs_one_read_with_replica_reads() {
     reset(&data);
     for _ in 0..guesses {
         sessions
-            .authenticate(&issued.token)
+            .authenticate(&issued.token, Origin::holder(Client::NONE))
             .await
             .expect("the live session validates");
     }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, UserId};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, UserId,
+};
 use sessiond_store_redis::{RedisOptions, RedisStore, Topology};
 use sessiond_testkit::redis::RedisReplicated;
 
@@ -51,6 +53,7 @@ fn new_session(user: &str) -> NewSession {
         user_data: Map::new(),
         metadata: Map::new(),
         ttl: None,
+        replaces: None,
     }
 }
 
@@ -71,7 +74,7 @@ async fn s09_a_revoked_session_is_refused_at_once_while_a_replica_lags() {
         .expect("start redis");
     let (store, sessions) = connect(&data.url(), 0, 2).await;
     let issued = sessions
-        .create(new_session("user_lag"))
+        .create(new_session("user_lag"), Origin::CLI)
         .await
         .expect("create");
     let id = issued.record.id.to_string();
@@ -81,13 +84,18 @@ async fn s09_a_revoked_session_is_refused_at_once_while_a_replica_lags() {
     );
     for _ in 0..10 {
         sessions
-            .authenticate(&issued.token)
+            .authenticate(&issued.token, Origin::holder(Client::NONE))
             .await
             .expect("a live session validates");
     }
 
     link.pause();
-    assert!(sessions.revoke(&issued.record.id).await.expect("revoke"));
+    assert!(
+        sessions
+            .revoke(&issued.record.id, Origin::CLI)
+            .await
+            .expect("revoke")
+    );
     // The lagging replica still answers, with the revoked session in it: reading there would
     // accept the token. It must not be read.
     assert!(
@@ -97,7 +105,9 @@ async fn s09_a_revoked_session_is_refused_at_once_while_a_replica_lags() {
     for _ in 0..100 {
         assert!(
             matches!(
-                sessions.authenticate(&issued.token).await,
+                sessions
+                    .authenticate(&issued.token, Origin::holder(Client::NONE))
+                    .await,
                 Err(SessionError::Unauthenticated)
             ),
             "a revoked token was accepted while a replica lagged"
@@ -118,7 +128,9 @@ async fn s09_a_revoked_session_is_refused_at_once_while_a_replica_lags() {
     );
     for _ in 0..20 {
         assert!(matches!(
-            sessions.authenticate(&issued.token).await,
+            sessions
+                .authenticate(&issued.token, Origin::holder(Client::NONE))
+                .await,
             Err(SessionError::Unauthenticated)
         ));
     }
@@ -131,22 +143,27 @@ async fn s04_a_rotated_away_token_is_refused_at_once_while_a_replica_lags() {
         .expect("start redis");
     let (_store, sessions) = connect(&data.url(), 0, 2).await;
     let issued = sessions
-        .create(new_session("user_rotate"))
+        .create(new_session("user_rotate"), Origin::CLI)
         .await
         .expect("create");
 
     link.pause();
-    let rotated = sessions.rotate(&issued.token).await.expect("rotate");
+    let rotated = sessions
+        .rotate(&issued.token, Origin::holder(Client::NONE))
+        .await
+        .expect("rotate");
     for _ in 0..100 {
         assert!(
             matches!(
-                sessions.authenticate(&issued.token).await,
+                sessions
+                    .authenticate(&issued.token, Origin::holder(Client::NONE))
+                    .await,
                 Err(SessionError::Unauthenticated)
             ),
             "a rotated-away token was accepted while a replica lagged"
         );
         sessions
-            .authenticate(&rotated.token)
+            .authenticate(&rotated.token, Origin::holder(Client::NONE))
             .await
             .expect("the new token works");
     }
@@ -160,12 +177,15 @@ async fn durable_writes_fail_with_too_few_replica_acknowledgements() {
         .expect("start redis");
     let (store, sessions) = connect(&data.url(), 2, 2).await;
     sessions
-        .create(new_session("user_durable"))
+        .create(new_session("user_durable"), Origin::CLI)
         .await
         .expect("both replicas acknowledge");
 
     link.pause();
-    match sessions.create(new_session("user_durable")).await {
+    match sessions
+        .create(new_session("user_durable"), Origin::CLI)
+        .await
+    {
         Err(SessionError::Store(e)) => assert!(e.is_unavailable(), "{e}"),
         other => panic!("a create one replica could not acknowledge must fail, got {other:?}"),
     }
@@ -173,7 +193,7 @@ async fn durable_writes_fail_with_too_few_replica_acknowledgements() {
     link.resume();
     wait_readable(&store, 2).await;
     sessions
-        .create(new_session("user_durable"))
+        .create(new_session("user_durable"), Origin::CLI)
         .await
         .expect("acknowledged again");
 }
@@ -187,16 +207,21 @@ async fn s09_another_sessiond_process_refuses_the_revoked_token_at_once_too() {
     let (_revoker_store, revoker) = connect(&data.url(), 0, 2).await;
     let (other_store, other) = connect(&data.url(), 0, 2).await;
     let issued = revoker
-        .create(new_session("user_two"))
+        .create(new_session("user_two"), Origin::CLI)
         .await
         .expect("create");
     other
-        .authenticate(&issued.token)
+        .authenticate(&issued.token, Origin::holder(Client::NONE))
         .await
         .expect("the other process validates it");
 
     link.pause();
-    assert!(revoker.revoke(&issued.record.id).await.expect("revoke"));
+    assert!(
+        revoker
+            .revoke(&issued.record.id, Origin::CLI)
+            .await
+            .expect("revoke")
+    );
     assert!(
         replica_holds(&data, 1, issued.record.id.as_str()),
         "the lagging replica still has the session"
@@ -204,7 +229,9 @@ async fn s09_another_sessiond_process_refuses_the_revoked_token_at_once_too() {
     for _ in 0..100 {
         assert!(
             matches!(
-                other.authenticate(&issued.token).await,
+                other
+                    .authenticate(&issued.token, Origin::holder(Client::NONE))
+                    .await,
                 Err(SessionError::Unauthenticated)
             ),
             "another process accepted a revoked token while a replica lagged"

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Map;
-use sessiond_core::{NewSession, Policy, SessionError, Sessions, SystemClock, UserId};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, UserId,
+};
 use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
 use sessiond_testkit::redis::RedisServer;
 
@@ -31,6 +33,7 @@ fn new_session() -> NewSession {
         user_data: Map::new(),
         metadata: Map::new(),
         ttl: None,
+        replaces: None,
     }
 }
 
@@ -41,16 +44,16 @@ async fn s23_sessions_work_over_tls_with_a_trusted_ca() {
         .expect("tls redis");
     let sessions = sessions(&url, TlsRoots(Some(ca))).await;
     let issued = sessions
-        .create(new_session())
+        .create(new_session(), Origin::CLI)
         .await
         .expect("create over TLS");
     sessions
-        .authenticate(&issued.token)
+        .authenticate(&issued.token, Origin::holder(Client::NONE))
         .await
         .expect("validate over TLS");
     assert!(
         sessions
-            .revoke(&issued.record.id)
+            .revoke(&issued.record.id, Origin::CLI)
             .await
             .expect("revoke over TLS")
     );
@@ -69,7 +72,7 @@ async fn s23_an_untrusted_certificate_is_refused() {
         .expect("tls redis");
     // The system's roots do not include the test's CA.
     let sessions = sessions(&url, TlsRoots(None)).await;
-    match sessions.create(new_session()).await {
+    match sessions.create(new_session(), Origin::CLI).await {
         Err(SessionError::Store(e)) => assert!(e.is_unavailable(), "{e}"),
         other => panic!("an untrusted server must not be used, got {other:?}"),
     }

@@ -22,10 +22,13 @@
 //! - [`redis`]: real `redis-server` processes (standalone and Cluster) for tests.
 //! - [`proxy`]: a pausable TCP proxy, to make a replica lag while it keeps answering.
 //! - [`guarded`]: a store that keeps what it runs on (a server, a directory) alive with it.
+//! - [`clock`]: a clock tests advance, so expiry is tested without sleeping.
+//! - [`certs`]: certificates for the TLS tests.
 //!
 //! [`SessionStore`]: sessiond_core::SessionStore
 
 pub mod certs;
+pub mod clock;
 pub mod conformance;
 pub mod guarded;
 pub mod proxy;
@@ -70,6 +73,8 @@ macro_rules! store_conformance_tests {
             delete_user_keeps_the_excepted_session,
             delete_all_ends_every_session_of_every_user,
             load_identity_is_load_but_user_data_may_be_left_out,
+            a_wrapper_keeps_the_identity_only_read,
+            reclaim_expired_removes_only_expired_sessions,
             cap_evicts_the_least_recently_active_session,
             cap_with_reject_writes_nothing,
             cap_ignores_expired_sessions,

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use sessiond_core::{SessionId, Sessions, SystemClock, UserId};
+use sessiond_core::{Origin, SessionId, Sessions, SystemClock, UserId};
 use sessiond_server::Config;
 use sessiond_server::config::Overrides;
+use sessiond_server::events::LogSink;
 
 /// Options of `sessiond revoke`.
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,8 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = Config::load(opts.config.as_deref(), &overrides)?;
+    crate::logging::init(&config.log, crate::logging::Stream::Stderr)?;
+    crate::logging::warn_ignored_env(&config);
     let user = opts
         .user
         .as_deref()
@@ -71,14 +74,17 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
                     "opening the Redis store".to_owned()
                 }
             })?;
-        let sessions = Sessions::new(store.clone(), config.policy(), Arc::new(SystemClock));
+        // The change is reported like any other: one `revoked_all` or `revoked_everyone`
+        // event with actor `cli`, in the log.
+        let sessions = Sessions::new(store.clone(), config.policy(), Arc::new(SystemClock))
+            .with_events(Arc::new(LogSink::new()));
         let result = match (&user, opts.all) {
             (Some(user), _) => sessions
-                .revoke_user(user, except.as_ref())
+                .revoke_user(user, except.as_ref(), Origin::CLI)
                 .await
                 .map(|n| format!("revoked {n} live sessions of user {user} ({engine} store)")),
             (None, true) => sessions
-                .revoke_everyone()
+                .revoke_everyone(Origin::CLI)
                 .await
                 .map(|n| format!("removed {n} sessions of every user ({engine} store)")),
             (None, false) => bail!("say --user USER_ID or --all --yes"),

@@ -45,7 +45,8 @@ pub(crate) fn run(opts: Opts) -> anyhow::Result<()> {
         }),
     };
     let config = Config::load(opts.config.as_deref(), &overrides)?;
-    crate::logging::init(&config.log)?;
+    crate::logging::init(&config.log, crate::logging::Stream::Stdout)?;
+    crate::logging::warn_ignored_env(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

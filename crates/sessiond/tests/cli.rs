@@ -14,10 +14,21 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "cli-test-key-0123456789";
 
-/// A `sessiond serve` child process, killed on drop.
+/// A `sessiond serve` child process, killed on drop. Its stdout and stderr are drained as it
+/// writes them, so a busy server never blocks on a full pipe.
 struct Server {
     child: Child,
     base: String,
+    drains: Vec<std::thread::JoinHandle<String>>,
+}
+
+/// Reads `from` to its end on a thread of its own.
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = from.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
 }
 
 impl Server {
@@ -33,10 +44,15 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("start sessiond");
+        let mut child = cmd.spawn().expect("start sessiond");
+        let drains = vec![
+            drain(child.stdout.take().expect("piped stdout")),
+            drain(child.stderr.take().expect("piped stderr")),
+        ];
         let mut server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            drains,
         };
         server.wait_ready();
         server
@@ -63,14 +79,10 @@ impl Server {
 
     /// Everything the process printed (after it exited or was killed).
     fn output(&mut self) -> String {
-        let mut out = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        if let Some(mut s) = self.child.stderr.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        out
+        self.drains
+            .drain(..)
+            .map(|d| d.join().unwrap_or_default())
+            .collect()
     }
 }
 
@@ -347,6 +359,44 @@ fn bench_measures_a_running_sessiond_and_prints_json() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-key"));
 }
 
+/// Kubernetes sets these in every pod of a namespace with a Service named `sessiond`, and
+/// wrapper scripts set their own: sessiond starts, serves, and names them in one warning.
+#[tokio::test]
+async fn starts_where_kubernetes_sets_its_own_sessiond_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let k8s = [
+        ("SESSIOND_SERVICE_HOST", "10.96.0.12"),
+        ("SESSIOND_SERVICE_PORT", "7480"),
+        ("SESSIOND_SERVICE_PORT_HTTP", "7480"),
+        ("SESSIOND_PORT", "tcp://10.96.0.12:7480"),
+        ("SESSIOND_PORT_7480_TCP", "tcp://10.96.0.12:7480"),
+        ("SESSIOND_PORT_7480_TCP_PROTO", "tcp"),
+        ("SESSIOND_PORT_7480_TCP_PORT", "7480"),
+        ("SESSIOND_PORT_7480_TCP_ADDR", "10.96.0.12"),
+        ("SESSIOND_BIN", "/usr/local/bin/sessiond"),
+        ("SESSIOND_API_KEYS", KEY),
+    ];
+    let mut server = Server::start(dir.path(), &k8s);
+    let client = reqwest::Client::new();
+    let token = create(&client, &server.base, KEY, "k8s_user").await;
+    assert_eq!(auth_status(&client, &server.base, &token).await, 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let out = server.output();
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("ignoring SESSIOND_* environment variables"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{out}");
+    for (name, _) in &k8s[..9] {
+        assert!(warnings[0].contains(name), "{name} not named:\n{out}");
+    }
+    assert!(
+        !warnings[0].contains("SESSIOND_API_KEYS") && !warnings[0].contains(KEY),
+        "a known variable is not ignored, and no value is printed:\n{out}"
+    );
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -421,6 +471,7 @@ fn revoke(data_dir: &Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .env_clear()
         .env("SESSIOND_DATA_DIR", data_dir)
+        .env("SESSIOND_LOG__FORMAT", "json")
         .output()
         .expect("run sessiond revoke");
     let text = format!(
@@ -429,6 +480,17 @@ fn revoke(data_dir: &Path, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The fields of the one JSON log line of `event` in `output`.
+fn one_event(output: &str, event: &str) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["event"] == event)
+        .collect();
+    assert_eq!(lines.len(), 1, "one {event} line in:\n{output}");
+    lines[0]["fields"].clone()
 }
 
 #[tokio::test]
@@ -459,6 +521,11 @@ async fn s12_revoke_ends_one_users_or_everyones_sessions_from_the_command_line()
         text.contains("revoked 1 live sessions of user alice"),
         "{text}"
     );
+    // The change is an event like any other: one line, by the CLI.
+    let event = one_event(&text, "session.revoked_all");
+    assert_eq!(event["user_id"], "alice", "{text}");
+    assert_eq!(event["revoked"], 1, "{text}");
+    assert_eq!(event["actor"], "cli", "{text}");
     let server = Server::start(dir.path(), &env);
     assert_eq!(auth_status(&client, &server.base, &alice).await, 401);
     assert_eq!(auth_status(&client, &server.base, &bob).await, 200);
@@ -467,6 +534,9 @@ async fn s12_revoke_ends_one_users_or_everyones_sessions_from_the_command_line()
     let (ok, text) = revoke(dir.path(), &["--all", "--yes"]);
     assert!(ok, "{text}");
     assert!(text.contains("removed 2 sessions of every user"), "{text}");
+    let event = one_event(&text, "session.revoked_everyone");
+    assert_eq!(event["revoked"], 2, "{text}");
+    assert_eq!(event["actor"], "cli", "{text}");
     let server = Server::start(dir.path(), &env);
     assert_eq!(auth_status(&client, &server.base, &bob).await, 401);
     assert_eq!(auth_status(&client, &server.base, &carol).await, 401);

@@ -293,7 +293,7 @@ async fn t03_s17_s18_no_token_in_logs_or_metrics_and_lifecycle_logged_as_json_li
     for expected in [
         "session.created",
         "session.rotated",
-        "session.logout",
+        "session.logged_out",
         "session.revoked",
         "session.revoked_all",
         "session.invalid_token",

@@ -7,24 +7,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sessiond_core::{NewSession, SessionError, SessionId, UserId};
+use sessiond_core::{NewSession, SessionId, UserId};
+
+use crate::credentials::Backend;
 
 use crate::document::{
     CreateSession, IssuedSession, PatchSession, ProblemDocument, Revoked, SessionDocument,
     SessionList,
 };
 use crate::error::ApiError;
-use crate::extract::{JsonBody, SESSION_COOKIE, api_key, if_match};
+use crate::extract::{JsonBody, SESSION_COOKIE, if_match};
 use crate::routes::{json, session_response};
 use crate::state::AppState;
-
-/// Refuses the request unless it carries one of the configured API keys.
-fn require_backend(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match api_key(headers) {
-        Some(key) if state.api_keys.accepts(key) => Ok(()),
-        _ => Err(ApiError::Unauthorized),
-    }
-}
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|e| ApiError::BadRequest(format!("sessionId: {e}")))
@@ -60,11 +54,9 @@ fn path_param(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<JsonBody<CreateSession>, ApiError>,
+    backend: Backend,
+    JsonBody(body): JsonBody<CreateSession>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
-    let JsonBody(body) = body?;
     let ttl = match body.ttl_seconds {
         Some(0) => {
             return Err(ApiError::BadRequest(
@@ -83,17 +75,9 @@ pub async fn create(
         user_data: body.user_data.map(|o| o.0).unwrap_or_default(),
         metadata: body.metadata.map(|o| o.0).unwrap_or_default(),
         ttl,
+        replaces,
     };
-    let issued = state.sessions.create(new).await?;
-    state.metrics.event("created");
-    for old in &issued.evicted {
-        state.metrics.event("evicted");
-        tracing::info!(event = "session.evicted", session_id = %old, user_id = %issued.record.user_id, "session ended by the per-user cap");
-    }
-    tracing::info!(event = "session.created", session_id = %issued.record.id, user_id = %issued.record.user_id, "session created");
-    if let Some(old) = &replaces {
-        end_replaced(&state, old, &issued.record.user_id).await?;
-    }
+    let issued = state.sessions.create(new, backend.origin()).await?;
     let mut r = json(
         StatusCode::CREATED,
         &IssuedSession {
@@ -110,7 +94,7 @@ pub async fn create(
             SESSION_COOKIE,
             &issued.token.expose(),
             &issued.record,
-            state.persistent_cookies,
+            state.persistent_cookie_start(),
         );
     }
     Ok(r)
@@ -130,10 +114,9 @@ pub async fn create(
 )]
 pub async fn read(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Backend,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let id = session_id(&path_param(id)?)?;
     let record = state.sessions.get(&id).await?;
     Ok(session_response(StatusCode::OK, &record))
@@ -158,13 +141,12 @@ pub async fn read(
 )]
 pub async fn patch(
     State(state): State<AppState>,
+    _: Backend,
     headers: HeaderMap,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    body: Result<JsonBody<PatchSession>, ApiError>,
+    JsonBody(body): JsonBody<PatchSession>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let id = session_id(&path_param(id)?)?;
-    let JsonBody(body) = body?;
     let expected = if_match(&headers)?;
     let record = match body.user_data.0 {
         Some(patch) => state.sessions.patch(&id, &patch, expected).await?,
@@ -187,16 +169,13 @@ pub async fn patch(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    backend: Backend,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let id = session_id(&path_param(id)?)?;
-    if !state.sessions.revoke(&id).await? {
+    if !state.sessions.revoke(&id, backend.origin()).await? {
         return Err(ApiError::NotFound);
     }
-    state.metrics.event("revoked");
-    tracing::info!(event = "session.revoked", session_id = %id, "session revoked by a backend");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -213,32 +192,15 @@ pub async fn revoke(
 )]
 pub async fn list_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Backend,
     user: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let user = user_id(&path_param(user)?)?;
     let sessions = state.sessions.list(&user).await?;
     let list = SessionList {
         sessions: sessions.iter().map(SessionDocument::from).collect(),
     };
     Ok(json(StatusCode::OK, &list))
-}
-
-/// Ends the session a login replaces, if it is the same user's: another user's session id is
-/// ignored (a backend bug must not let one user log another out).
-async fn end_replaced(state: &AppState, old: &SessionId, user: &UserId) -> Result<(), ApiError> {
-    match state.sessions.get(old).await {
-        Ok(record) if &record.user_id == user => {
-            if state.sessions.revoke(old).await? {
-                state.metrics.event("revoked");
-                tracing::info!(event = "session.replaced", session_id = %old, user_id = %user, "session replaced by a new login");
-            }
-            Ok(())
-        }
-        Ok(_) | Err(SessionError::NotFound | SessionError::Unauthenticated) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Query of revoke-all.
@@ -264,11 +226,10 @@ pub struct RevokeAllQuery {
 )]
 pub async fn revoke_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    backend: Backend,
     user: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<Query<RevokeAllQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let user = user_id(&path_param(user)?)?;
     let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string.".into()))?;
     let except = match query
@@ -279,9 +240,10 @@ pub async fn revoke_user(
         Some(raw) => Some(session_id(raw)?),
         None => None,
     };
-    let revoked = state.sessions.revoke_user(&user, except.as_ref()).await?;
-    state.metrics.event("revoked_all");
-    tracing::info!(event = "session.revoked_all", user_id = %user, revoked, kept = except.as_ref().map(SessionId::as_str), "user's sessions revoked");
+    let revoked = state
+        .sessions
+        .revoke_user(&user, except.as_ref(), backend.origin())
+        .await?;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }
 
@@ -310,10 +272,9 @@ const CONFIRM_ALL: &str = "all-sessions";
 )]
 pub async fn revoke_everyone(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    backend: Backend,
     query: Result<Query<RevokeEveryoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_backend(&state, &headers)?;
     let Query(query) = query.map_err(|_| ApiError::BadRequest("Malformed query string.".into()))?;
     if query.confirm.as_deref() != Some(CONFIRM_ALL) {
         return Err(ApiError::BadRequest(format!(
@@ -324,12 +285,6 @@ pub async fn revoke_everyone(
         event = "session.revoking_everyone",
         "ending every session of every user"
     );
-    let revoked = state.sessions.revoke_everyone().await?;
-    state.metrics.event("revoked_everyone");
-    tracing::warn!(
-        event = "session.revoked_everyone",
-        revoked,
-        "every session of every user ended"
-    );
+    let revoked = state.sessions.revoke_everyone(backend.origin()).await?;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }

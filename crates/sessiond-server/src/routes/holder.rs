@@ -1,95 +1,16 @@
 //! Endpoints of the token holder: the browser or app presenting its own session token.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sessiond_core::{SessionError, SessionRecord, Token};
 
-use crate::binding::Mismatch;
 use crate::cookie;
+use crate::credentials::{GatewayHolder, Holder};
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Transport, if_match, session_token};
+use crate::extract::{JsonBody, Transport, if_match};
 use crate::routes::{json, session_response};
 use crate::state::AppState;
-
-/// Validates the presented token: the live session, with activity recorded.
-pub(crate) async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Result<(SessionRecord, Token, Transport), ApiError> {
-    authenticate_as(state, headers, peer, true).await
-}
-
-/// [`authenticate`], with `documents: false` for the gateway's check, which returns no
-/// `userData` and so need not decode it.
-async fn authenticate_as(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    documents: bool,
-) -> Result<(SessionRecord, Token, Transport), ApiError> {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    let client = state.guard.admit(&state.metrics, headers, peer)?;
-    let (token, transport) = session_token(headers).inspect_err(|_| {
-        state.metrics.event("invalid_token");
-        state.guard.refused(&state.metrics, headers, client);
-        tracing::debug!(
-            event = "session.invalid_token",
-            reason = "missing or malformed",
-            "token refused"
-        );
-    })?;
-    let authenticated = if documents {
-        state.sessions.authenticate(&token).await
-    } else {
-        state.sessions.authenticate_identity(&token).await
-    };
-    match authenticated {
-        Ok(record) => {
-            let (mismatches, refuse) = state.binding.config.check(&record, headers, client);
-            let report = !mismatches.is_empty()
-                && state
-                    .binding
-                    .should_report(&record.id, std::time::Instant::now());
-            for m in &mismatches {
-                state.metrics.event(match m {
-                    Mismatch::UserAgent => "binding_mismatch_user_agent",
-                    Mismatch::Ip => "binding_mismatch_ip",
-                });
-            }
-            for m in mismatches.iter().filter(|_| report) {
-                tracing::warn!(
-                    event = "session.binding_mismatch",
-                    session_id = %record.id,
-                    user_id = %record.user_id,
-                    property = m.as_str(),
-                    refused = refuse,
-                    "a session is used by another client than the one that logged in"
-                );
-            }
-            if refuse {
-                return Err(ApiError::Unauthorized);
-            }
-            Ok((record, token, transport))
-        }
-        Err(SessionError::Unauthenticated) => {
-            state.metrics.event("invalid_token");
-            state.guard.refused(&state.metrics, headers, client);
-            tracing::debug!(
-                event = "session.invalid_token",
-                reason = "unknown, expired or revoked",
-                session_id = %token.session_id(),
-                "token refused"
-            );
-            Err(ApiError::Unauthorized)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// Forward-auth check for a gateway.
 #[utoipa::path(
@@ -105,13 +26,9 @@ async fn authenticate_as(
         (status = 503, description = "The store cannot be reached (fail closed)", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn forward_auth(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Response {
-    match authenticate_as(&state, &headers, peer, false).await {
-        Ok((record, _, _)) => {
+pub async fn forward_auth(holder: Result<GatewayHolder, ApiError>) -> Response {
+    match holder {
+        Ok(GatewayHolder(Holder { record, .. })) => {
             let (Ok(user), Ok(session)) = (
                 HeaderValue::from_str(record.user_id.as_str()),
                 HeaderValue::from_str(record.id.as_str()),
@@ -138,13 +55,8 @@ pub async fn forward_auth(
         (status = 401, description = "No live session for this token", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn read(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers, peer).await?;
-    Ok(session_response(StatusCode::OK, &record))
+pub async fn read(holder: Holder) -> Response {
+    session_response(StatusCode::OK, &holder.record)
 }
 
 /// JSON Merge Patch of the caller's `userData`, optionally conditional on `If-Match`.
@@ -163,17 +75,18 @@ pub async fn read(
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    holder: Holder,
     headers: HeaderMap,
-    body: Result<JsonBody<PatchSession>, ApiError>,
+    JsonBody(body): JsonBody<PatchSession>,
 ) -> Result<Response, ApiError> {
-    let (record, _, _) = authenticate(&state, &headers, peer).await?;
-    let JsonBody(body) = body?;
     let expected = if_match(&headers)?;
     let Some(patch) = body.user_data.0 else {
-        return Ok(session_response(StatusCode::OK, &record));
+        return Ok(session_response(StatusCode::OK, &holder.record));
     };
-    let updated = state.sessions.patch(&record.id, &patch, expected).await?;
+    let updated = state
+        .sessions
+        .patch(&holder.record.id, &patch, expected)
+        .await?;
     Ok(session_response(StatusCode::OK, &updated))
 }
 
@@ -186,15 +99,11 @@ pub async fn patch(
         (status = 401, description = "No live session for this token", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn rotate(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let (_, token, transport) = authenticate(&state, &headers, peer).await?;
-    let issued = state.sessions.rotate(&token).await?;
-    state.metrics.event("rotated");
-    tracing::info!(event = "session.rotated", session_id = %issued.record.id, user_id = %issued.record.user_id, "session token rotated");
+pub async fn rotate(State(state): State<AppState>, holder: Holder) -> Result<Response, ApiError> {
+    let issued = state
+        .sessions
+        .rotate(&holder.token, holder.origin())
+        .await?;
     let secret = issued.token.expose();
     let mut r = json(
         StatusCode::OK,
@@ -204,13 +113,13 @@ pub async fn rotate(
         },
     );
     // A browser keeps working with the new token under the cookie name it already uses.
-    if let Transport::Cookie(name) = transport {
+    if let Transport::Cookie(name) = holder.transport {
         cookie::set(
             &mut r,
             name,
             &secret,
             &issued.record,
-            state.persistent_cookies,
+            state.persistent_cookie_start(),
         );
     }
     Ok(r)
@@ -225,17 +134,13 @@ pub async fn rotate(
         (status = 401, description = "No live session for this token", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-pub async fn logout(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let (record, _, transport) = authenticate(&state, &headers, peer).await?;
-    state.sessions.revoke(&record.id).await?;
-    state.metrics.event("revoked");
-    tracing::info!(event = "session.logout", session_id = %record.id, user_id = %record.user_id, "session ended by its holder");
+pub async fn logout(State(state): State<AppState>, holder: Holder) -> Result<Response, ApiError> {
+    state
+        .sessions
+        .logout(&holder.record, holder.origin())
+        .await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
-    if let Transport::Cookie(name) = transport {
+    if let Transport::Cookie(name) = holder.transport {
         cookie::clear(&mut r, name);
     }
     Ok(r)

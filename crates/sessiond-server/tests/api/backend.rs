@@ -389,8 +389,8 @@ async fn s13_list_shows_only_live_sessions() {
         !ids.contains(&id_of(&ended_session)),
         "a logged-out session is listed"
     );
-    // Expiry is the behaviour under test: wait past the one-second session's end.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the one-second session's end.
+    app.advance(Duration::from_millis(1200));
     let sessions = list(&app, "u1").await;
     let ids: Vec<String> = sessions.iter().map(id_of).collect();
     assert_eq!(

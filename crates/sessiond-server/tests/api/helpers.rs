@@ -15,8 +15,10 @@ use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sessiond_core::AtCap;
-use sessiond_server::Config;
+use sessiond_core::{EventSink, SessionEvent};
 use sessiond_server::config::{ApiKeyList, RedisUrl};
+use sessiond_server::{Config, Hooks};
+use sessiond_testkit::clock::TestClock;
 use sessiond_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
 use tempfile::TempDir;
 use time::OffsetDateTime;
@@ -81,6 +83,45 @@ pub(crate) fn ts(v: &Value) -> OffsetDateTime {
         .unwrap_or_else(|| panic!("not a string time: {v}"));
     assert!(s.ends_with('Z'), "time is not written in UTC: {s}");
     OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|e| panic!("not RFC 3339: {s}: {e}"))
+}
+
+/// An event as a test reads it: owned, with the whole event as `Debug` text (for the check
+/// that no token is in it).
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    /// The metric label of its kind (`created`, `logged_out`, ...).
+    pub(crate) name: &'static str,
+    /// Its session.
+    pub(crate) session_id: Option<String>,
+    /// Its user.
+    pub(crate) user_id: Option<String>,
+    /// `holder`, `backend`, `cli` or `sweeper`.
+    pub(crate) actor: &'static str,
+    /// The whole event.
+    pub(crate) debug: String,
+}
+
+/// An event sink that keeps every event of one server.
+#[derive(Debug, Default)]
+pub(crate) struct EventLog(Mutex<Vec<Recorded>>);
+
+impl EventSink for EventLog {
+    fn emit(&self, event: &SessionEvent<'_>) {
+        self.0.lock().expect("event log").push(Recorded {
+            name: event.kind.name().as_str(),
+            session_id: event.session_id.map(|s| s.as_str().to_owned()),
+            user_id: event.user_id.map(|u| u.as_str().to_owned()),
+            actor: event.actor.as_str(),
+            debug: format!("{event:?}"),
+        });
+    }
+}
+
+impl EventLog {
+    /// Every event so far, in order.
+    pub(crate) fn all(&self) -> Vec<Recorded> {
+        self.0.lock().expect("event log").clone()
+    }
 }
 
 /// Configures a [`TestApp`] before it starts.
@@ -158,9 +199,20 @@ impl TestAppBuilder {
             .expect("binding an ephemeral port");
         let addr = listener.local_addr().expect("listener address");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(sessiond_server::run(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let clock = Arc::new(TestClock::new());
+        let events = Arc::new(EventLog::default());
+        let hooks = Hooks {
+            clock: clock.clone(),
+            events: vec![events.clone()],
+        };
+        let task = tokio::spawn(sessiond_server::run_with(
+            config,
+            hooks,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         let client = Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
@@ -169,6 +221,8 @@ impl TestAppBuilder {
         let app = TestApp {
             addr,
             client,
+            clock,
+            events,
             shutdown_tx: Some(tx),
             task: Some(task),
             tokens: Mutex::new(Vec::new()),
@@ -190,6 +244,10 @@ pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     /// A plain HTTP client.
     pub(crate) client: Client,
+    /// The server's clock: [`TestApp::advance`] moves it.
+    clock: Arc<TestClock>,
+    /// Every event the server emitted.
+    pub(crate) events: Arc<EventLog>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     tokens: Mutex<Vec<String>>,
@@ -263,6 +321,17 @@ impl TestApp {
     /// A server with the default configuration.
     pub(crate) async fn spawn() -> TestApp {
         Self::builder().spawn().await
+    }
+
+    /// Whether this server's engine has its sweeper reclaim expired sessions (the embedded
+    /// store; Redis expires its own keys).
+    pub(crate) fn sessions_reclaimed_by_sweeper(&self) -> bool {
+        matches!(self.backing, Backing::Embedded)
+    }
+
+    /// Moves the server's clock forward (expiry without sleeping).
+    pub(crate) fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Absolute URL of `path`.
@@ -393,18 +462,24 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
-    /// T3: none of this server's tokens reached a log line of any server of the suite.
+    /// T3: none of this server's tokens reached a log line of any server of the suite, nor
+    /// any event this server emitted.
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
         }
         let Some(buffer) = LOGS.get() else { return };
         let logs = String::from_utf8_lossy(&buffer.lock().expect("log buffer")).into_owned();
+        let events = self.events.all();
         for token in self.tokens.lock().expect("token list").iter() {
             let secret = token.split_once('.').map_or(token.as_str(), |(_, s)| s);
             assert!(
                 !logs.contains(secret),
                 "T3: a token this test was issued appears in the trace-level logs"
+            );
+            assert!(
+                !events.iter().any(|e| e.debug.contains(secret)),
+                "a token this test was issued appears in an event"
             );
         }
     }

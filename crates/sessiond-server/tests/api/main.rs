@@ -8,6 +8,7 @@
 //! - [`holder`]: the token holder's flows (`/v1/auth`, `/v1/session`, rotate, logout, expiry).
 //! - [`backend`]: the trusted backend's flows (create, read, patch, revoke, list, the cap).
 //! - [`credentials`]: refused session tokens and API keys, all answered alike.
+//! - [`events`]: every lifecycle path reports its session event once, with no token.
 //! - [`bad_input`]: malformed bodies, identifiers, media types, methods and paths.
 //! - [`operations`]: health, readiness, metrics, the OpenAPI document, shutdown.
 //! - [`security`]: the session cookie (S15), per-client invalid-token counting (S19) and the
@@ -28,6 +29,7 @@
 mod backend;
 mod bad_input;
 mod credentials;
+mod events;
 mod helpers;
 mod holder;
 mod operations;

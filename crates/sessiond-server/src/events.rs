@@ -1,0 +1,164 @@
+//! The first two event sinks: the Prometheus counters and the log.
+//!
+//! [`Sessions`](sessiond_core::Sessions) reports every lifecycle event to one sink; `run`
+//! fans it out to [`MetricsSink`] and [`LogSink`] (and whatever the embedding process adds).
+//! Neither sees a token: events carry none.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sessiond_core::{EventKind, EventSink, SessionEvent, SessionId};
+
+use crate::metrics::Metrics;
+
+/// Counts every event under `sessiond_session_events_total{event}`.
+#[derive(Debug)]
+pub struct MetricsSink(pub Arc<Metrics>);
+
+impl EventSink for MetricsSink {
+    fn emit(&self, event: &SessionEvent<'_>) {
+        self.0.event(event.kind.name());
+    }
+}
+
+/// How often one session's binding mismatch is logged: a stolen token in steady use must not
+/// flood the log (the counter still counts every request).
+const MISMATCH_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Most sessions remembered as recently logged for a mismatch.
+const MAX_MISMATCH_REMEMBERED: usize = 100_000;
+
+/// Writes every event as one log line (`event = "session.<kind>"`, with the session, user,
+/// actor and client): changes at `info`, revoke-everyone and binding mismatches at `warn`
+/// (the latter at most once a minute per session), refused tokens at `debug` (an attacker
+/// controls how many there are; the counter and the guard's warning are the signal).
+#[derive(Debug, Default)]
+pub struct LogSink {
+    mismatch_logged: Mutex<HashMap<SessionId, Instant>>,
+}
+
+impl LogSink {
+    /// A log sink.
+    pub fn new() -> Self {
+        LogSink::default()
+    }
+
+    /// Whether a mismatch of session `id` at `now` should be logged (not in the last minute).
+    fn should_log_mismatch(&self, id: &SessionId, now: Instant) -> bool {
+        let Ok(mut logged) = self.mismatch_logged.lock() else {
+            return true;
+        };
+        if let Some(last) = logged.get(id)
+            && now.duration_since(*last) < MISMATCH_LOG_EVERY
+        {
+            return false;
+        }
+        if logged.len() >= MAX_MISMATCH_REMEMBERED {
+            logged.retain(|_, last| now.duration_since(*last) < MISMATCH_LOG_EVERY);
+            if logged.len() >= MAX_MISMATCH_REMEMBERED {
+                return true;
+            }
+        }
+        logged.insert(id.clone(), now);
+        true
+    }
+}
+
+impl EventSink for LogSink {
+    fn emit(&self, e: &SessionEvent<'_>) {
+        let name = e.kind.name();
+        let event = name.log_event();
+        let message = name.describe();
+        let session_id = e.session_id.map(SessionId::as_str);
+        let user_id = e.user_id.map(|u| u.as_str());
+        let actor = e.actor.as_str();
+        let key_id = e.actor.key_id().map(|k| k.to_string());
+        let client_ip = e.client.address.map(|a| a.to_string());
+        let user_agent = e.client.user_agent;
+        match e.kind {
+            EventKind::InvalidToken { reason } => tracing::debug!(
+                event,
+                reason = reason.as_str(),
+                session_id,
+                actor,
+                client_ip,
+                "{message}"
+            ),
+            EventKind::BindingMismatch { property, refused } => {
+                if let Some(id) = e.session_id
+                    && !self.should_log_mismatch(id, Instant::now())
+                {
+                    return;
+                }
+                tracing::warn!(
+                    event,
+                    property = property.as_str(),
+                    refused,
+                    session_id,
+                    user_id,
+                    client_ip,
+                    user_agent,
+                    "a session is used by another client than the one that logged in"
+                );
+            }
+            EventKind::RevokedEveryone { count } => tracing::warn!(
+                event,
+                revoked = count,
+                actor,
+                key_id,
+                client_ip,
+                "{message}"
+            ),
+            EventKind::RevokedAll { count, kept } => tracing::info!(
+                event,
+                user_id,
+                revoked = count,
+                kept = kept.map(SessionId::as_str),
+                actor,
+                key_id,
+                client_ip,
+                "{message}"
+            ),
+            EventKind::Replaced { by } | EventKind::Evicted { by } => tracing::info!(
+                event,
+                session_id,
+                user_id,
+                by = by.as_str(),
+                actor,
+                key_id,
+                "{message}"
+            ),
+            EventKind::Created
+            | EventKind::Rotated
+            | EventKind::LoggedOut
+            | EventKind::Revoked
+            | EventKind::Expired => tracing::info!(
+                event,
+                session_id,
+                user_id,
+                actor,
+                key_id,
+                client_ip,
+                user_agent,
+                "{message}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sessions_mismatch_is_logged_once_a_minute() {
+        let sink = LogSink::new();
+        let Ok(id) = SessionId::parse("sess_AAAAAAAAAAAAAAAA") else {
+            panic!("a well-formed id");
+        };
+        let t = Instant::now();
+        assert!(sink.should_log_mismatch(&id, t));
+        assert!(!sink.should_log_mismatch(&id, t + Duration::from_secs(59)));
+        assert!(sink.should_log_mismatch(&id, t + MISMATCH_LOG_EVERY));
+    }
+}

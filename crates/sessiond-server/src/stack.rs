@@ -1,0 +1,99 @@
+//! The store stack, built once at start-up from typed configuration.
+//!
+//! ```text
+//! Sessions (rules, events)
+//!   → instrumentation (store operation latency)          stack::build_store
+//!     → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
+//! ```
+//!
+//! Each capability over the engine is a store that wraps a store
+//! ([`StoreWrapper`](sessiond_core::wrap::StoreWrapper)), stacked here and nowhere else: the
+//! near cache goes above instrumentation and the durable tier below it when they come.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sessiond_core::SessionStore;
+use sessiond_core::wrap::Wrapped;
+use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
+use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
+
+use crate::config::Config;
+use crate::instrumented::InstrumentedStore;
+use crate::metrics::Metrics;
+
+/// Which engine holds the sessions, with everything it needs to open.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded store in a data directory.
+    Embedded {
+        /// The directory.
+        data_dir: PathBuf,
+        /// Its tuning.
+        options: EmbeddedOptions,
+    },
+    /// Redis, in any topology.
+    Redis(Box<RedisOptions>),
+}
+
+impl StoreConfig {
+    /// The engine `config` describes: Redis when `redis_url` is set, else the embedded store.
+    /// Reads `redis.tls_ca_file`.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let Some(url) = &config.redis_url else {
+            return Ok(StoreConfig::Embedded {
+                data_dir: config.data_dir.clone(),
+                options: EmbeddedOptions::default(),
+            });
+        };
+        let topology = Topology::parse(&url.0).context("redis_url")?;
+        let tls_roots = match &config.redis.tls_ca_file {
+            Some(path) => {
+                TlsRoots(Some(std::fs::read(path).with_context(|| {
+                    format!("reading redis.tls_ca_file {}", path.display())
+                })?))
+            }
+            None => TlsRoots::default(),
+        };
+        Ok(StoreConfig::Redis(Box::new(RedisOptions {
+            key_prefix: config.redis.key_prefix.clone(),
+            timeout: config.redis.timeout,
+            read_from: config.redis_read_from,
+            replica_sync_timeout: config.redis.replica_sync_timeout,
+            min_replica_acks: config.redis.min_replica_acks,
+            tls_roots,
+            ..RedisOptions::new(topology)
+        })))
+    }
+
+    /// The engine's name in logs and metrics: `embedded`, `standalone`, `sentinel` or
+    /// `cluster`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::Embedded { .. } => "embedded",
+            StoreConfig::Redis(options) => options.topology.kind(),
+        }
+    }
+}
+
+/// Opens the engine alone, with nothing stacked on it: what the operator's commands
+/// (`sessiond revoke`) act on.
+pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionStore>> {
+    Ok(match config {
+        StoreConfig::Embedded { data_dir, options } => Arc::new(
+            EmbeddedStore::open(data_dir, *options)
+                .context("opening the embedded session store")?,
+        ),
+        StoreConfig::Redis(options) => Arc::new(
+            RedisStore::connect(options)
+                .await
+                .context("connecting to Redis")?,
+        ),
+    })
+}
+
+/// The stack over `engine`, as the service uses it.
+pub fn build_store(engine: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Arc<dyn SessionStore> {
+    Arc::new(Wrapped(InstrumentedStore::new(engine, metrics)))
+}

@@ -1,0 +1,49 @@
+//! A clock a test moves forward, so expiry tests advance time instead of sleeping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sessiond_core::{Clock, SystemClock, Timestamp};
+
+/// The wall clock plus an offset the test advances. It keeps running on its own (activity
+/// times still move between requests), and [`advance`](Self::advance) jumps it forward: a
+/// session's expiry is reached at once, on every engine, because every decision takes its
+/// `now` from this clock.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    offset_ms: AtomicU64,
+}
+
+impl TestClock {
+    /// The wall clock, not yet advanced.
+    pub fn new() -> Self {
+        TestClock::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        let wall = SystemClock.now().as_millis();
+        Timestamp::from_millis(wall.saturating_add(self.offset_ms.load(Ordering::SeqCst)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advancing_moves_now_forward_by_at_least_the_amount() {
+        let clock = TestClock::new();
+        let before = clock.now();
+        clock.advance(Duration::from_secs(3600));
+        let after = clock.now();
+        assert!(after.saturating_since(before) >= Duration::from_secs(3600));
+    }
+}
