@@ -1,7 +1,8 @@
 //! Identifiers: the public session id and the caller-supplied user id.
 //!
-//! Both are validated where they enter the system, so every engine can put them in keys and
-//! headers as they are: no glob, hash-tag, namespace or control character ever reaches a store.
+//! Both are validated where they enter the system. A session id has sessiond's exact shape; a
+//! user id is any printable ASCII (it is echoed in a header), and every engine keeps it as
+//! data, safe in keys by construction rather than by refusing characters.
 
 use std::fmt;
 
@@ -14,11 +15,11 @@ pub enum IdError {
     /// Not a session id sessiond could have issued.
     #[error("not a well-formed session id")]
     MalformedSessionId,
-    /// Empty, too long, or containing a character a user id may not have.
+    /// Empty, too long, containing a space, a control or a non-ASCII character, or `.` or
+    /// `..`.
     #[error(
-        "userId must be 1 to {max} bytes of printable ASCII without spaces or any of {forbidden}",
-        max = UserId::MAX_LEN,
-        forbidden = UserId::FORBIDDEN
+        "userId must be 1 to {max} bytes of printable ASCII without spaces, and not . or ..",
+        max = UserId::MAX_LEN
     )]
     InvalidUserId,
 }
@@ -110,10 +111,14 @@ impl fmt::Debug for SessionId {
 
 /// The id of the user a session belongs to, as the app's backend names them.
 ///
-/// 1 to 256 bytes of printable ASCII without spaces (API.md), because it travels back in the
-/// `X-User-Id` header. sessiond also refuses the characters that mean something to a store or
-/// a URL (`* ? [ ] { } : / \ % " ' < >` and backtick): Redis globs and hash tags, key
-/// namespaces, path segments. E-mail addresses and ids like `auth0|1234` pass.
+/// 1 to 256 bytes of printable ASCII without spaces (API.md): it travels back in the
+/// `X-User-Id` header, so no control character, space or non-ASCII byte may be in it. Every
+/// other character is allowed, because identity providers issue ids such as
+/// `urn:acme:user:42`, `tenants/acme/users/42`, `o'brien@example.com` and
+/// `google-oauth2|1234`. Engines treat the id as data: it never becomes a pattern, a script or
+/// a hash tag (the Redis keys put it after sessiond's own tag, see the engine's key schema).
+/// Only `.` and `..` are refused: as a path segment of `/v1/users/{userId}` no client can send
+/// them (URLs resolve them away), so such a user could never be listed or revoked.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UserId(String);
@@ -121,15 +126,14 @@ pub struct UserId(String);
 impl UserId {
     /// The longest user id accepted, in bytes.
     pub const MAX_LEN: usize = 256;
-    /// Printable characters a user id may not contain.
-    pub const FORBIDDEN: &'static str = "*?[]{}:/\\%\"'<>`";
 
     /// Validates a user id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_graphic() && !Self::FORBIDDEN.as_bytes().contains(&b));
+            && s.bytes().all(|b| b.is_ascii_graphic())
+            && s != "."
+            && s != "..";
         if ok {
             Ok(UserId(s.to_owned()))
         } else {
@@ -244,6 +248,16 @@ mod tests {
             "a@example.com",
             "auth0|5f7c",
             "x",
+            "urn:acme:user:42",
+            "tenants/acme/users/42",
+            "o'brien@example.com",
+            "google-oauth2|1234",
+            "a:b",
+            "{tag}",
+            "a*",
+            "../x",
+            "a%2F",
+            "...",
             &"u".repeat(256),
         ] {
             assert!(UserId::parse(good).is_ok(), "{good:?}");
@@ -255,11 +269,9 @@ mod tests {
             "a\r\nb",
             "a\0",
             "caf\u{e9}",
-            "a:b",
-            "{tag}",
-            "a*",
-            "../x",
-            "a%2F",
+            "a\tb",
+            ".",
+            "..",
             &"u".repeat(257),
         ] {
             assert_eq!(UserId::parse(bad), Err(IdError::InvalidUserId), "{bad:?}");

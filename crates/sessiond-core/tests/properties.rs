@@ -36,13 +36,13 @@ fn reference_token_ok(s: &str) -> bool {
     id_ok && secret_ok && last.is_multiple_of(4)
 }
 
-/// API.md's user id: 1 to 256 bytes of printable ASCII without spaces, and none of
-/// `* ? [ ] { } : / \ % " ' < >` or backtick.
+/// API.md's user id: 1 to 256 bytes of printable ASCII without spaces; every printable
+/// character allowed, except that `.` and `..` (which no URL path can carry) are not ids.
 fn reference_user_id_ok(s: &str) -> bool {
-    const FORBIDDEN: &[u8] = b"*?[]{}:/\\%\"'<>`";
     (1..=256).contains(&s.len())
-        && s.bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && !FORBIDDEN.contains(&b))
+        && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        && s != "."
+        && s != ".."
 }
 
 /// RFC 7396 section 2, the pseudocode transcribed as it is written:

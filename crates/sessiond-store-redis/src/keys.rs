@@ -11,8 +11,15 @@
 //!
 //! `{<shard>}` is the Redis Cluster hash tag: the shard is derived from the user id and is the
 //! first part of every session id issued for that user, so a record and its user's index are
-//! always in one slot, and a key can be found from the session id alone. Ids are validated
-//! before they get here, so they contain no `{`, `}`, `*` or other characters with a meaning.
+//! always in one slot, and a key can be found from the session id alone.
+//!
+//! User ids are data, safe here by construction: a user id may hold any printable ASCII (`{`,
+//! `}`, `*`, `:`, `/` included), and it only ever comes last in an index key, after the fixed
+//! prefix, the `u:` namespace and sessiond's own tag. Redis takes the hash tag from the first
+//! `{` to the first `}` after it, which is always `{<shard>}` (two base64url characters, and the
+//! key prefix may not hold braces), so no id can move its key to another slot; no other key
+//! kind lives under `u:`, so no id can name another kind of key; and ids are never part of a
+//! `SCAN MATCH` pattern or of script source (scripts get them as arguments).
 
 use sessiond_core::{SessionId, Shard, Timestamp, UserId};
 
@@ -114,6 +121,19 @@ mod tests {
         assert!(keys.index(&user).ends_with("}user_12345"));
         assert_eq!(id_from_member(id.shard(), member(&id).as_bytes()), Some(id));
         assert_eq!(id_from_member(user.shard(), b"short"), None);
+    }
+
+    #[test]
+    fn a_user_id_with_braces_keeps_sessionds_hash_tag() {
+        let keys = Keys::new("sd:");
+        for raw in ["{x}", "}{", "a}b{c}", "{", "*?[]:/"] {
+            let user = UserId::parse(raw).unwrap();
+            let key = keys.index(&user);
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            assert_eq!(&key[open + 1..close], user.shard().as_str(), "{raw}");
+            assert!(key.ends_with(raw), "the id comes last, unchanged: {key}");
+        }
     }
 
     #[test]

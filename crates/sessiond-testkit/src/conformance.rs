@@ -1201,6 +1201,70 @@ pub async fn reclaim_expired_removes_only_expired_sessions(store: Arc<dyn Sessio
     );
 }
 
+/// User ids are data (D9): ids made of the characters that mean something to a store (globs,
+/// hash tags, namespaces, path and escape characters, quotes) each create, list and revoke
+/// only their own sessions, and never match another user's keys, including a user whose id
+/// is a prefix of theirs or the same id without the special character.
+pub async fn d09_user_ids_of_any_printable_character_stay_apart(store: Arc<dyn SessionStore>) {
+    let base = fresh_user("ids");
+    let specials = [
+        "", "*", "?", "[a]", "{x}", "}{", ":", "/", "\\", "%", "\"", "'", "<>", "`", "|", "..",
+        "*:*", "{}", "%2F",
+    ];
+    let users: Vec<UserId> = specials
+        .iter()
+        .map(|s| UserId::parse(&format!("{base}{s}")).expect("a printable id"))
+        .chain(
+            [
+                "urn:acme:user:42",
+                "tenants/acme/users/42",
+                "o'brien@example.com",
+                "google-oauth2|1234",
+            ]
+            .iter()
+            .map(|s| UserId::parse(&format!("{s}-{base}")).expect("a printable id")),
+        )
+        .collect();
+    let mut records = Vec::new();
+    for user in &users {
+        let rec = record(user, at(0));
+        create(&*store, &rec).await;
+        records.push(rec);
+    }
+    for (user, rec) in users.iter().zip(&records) {
+        assert_eq!(
+            list(&*store, user, at(10)).await,
+            vec![rec.id.clone()],
+            "user {user:?} must list exactly its own session"
+        );
+        assert_eq!(
+            load(&*store, &rec.id, at(10)).await.map(|r| r.user_id),
+            Some(user.clone()),
+            "the record keeps its user id unchanged"
+        );
+    }
+    // Revoke each in turn: exactly its own session ends; every other one stays.
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(
+            store
+                .delete_user(user, None, at(20))
+                .await
+                .expect("delete_user failed"),
+            1,
+            "revoking {user:?} must end its one session"
+        );
+        for (j, rec) in records.iter().enumerate() {
+            assert_eq!(
+                load(&*store, &rec.id, at(20)).await.is_some(),
+                j > i,
+                "after revoking {user:?}, session of {:?} must {}",
+                users[j],
+                if j > i { "stay" } else { "be gone" }
+            );
+        }
+    }
+}
+
 /// The emergency path: every session of every user ends, and the store keeps working.
 pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionStore>) {
     // Enough users that, on Cluster, one node holds several of their slots.

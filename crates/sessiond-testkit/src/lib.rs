@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             delete_all_ends_every_session_of_every_user,
             load_identity_is_load_but_user_data_may_be_left_out,
             a_wrapper_keeps_the_identity_only_read,
+            d09_user_ids_of_any_printable_character_stay_apart,
             reclaim_expired_removes_only_expired_sessions,
             cap_evicts_the_least_recently_active_session,
             cap_with_reject_writes_nothing,

@@ -323,15 +323,7 @@ async fn s14_cap_rejects_when_configured() {
 async fn d09_malformed_user_id_in_path_is_400() {
     let app = TestApp::spawn().await;
     let long = "u".repeat(257);
-    for bad in [
-        "a%20b",
-        "%7Btag%7D",
-        "a*",
-        "a%3Ab",
-        "caf%C3%A9",
-        "a%0D%0Ab",
-        &long,
-    ] {
+    for bad in ["a%20b", "caf%C3%A9", "a%0D%0Ab", "a%09b", &long] {
         let path = format!("/v1/users/{bad}/sessions");
         app.send(app.backend(Method::GET, &path))
             .await
