@@ -1,7 +1,7 @@
 //! The router: every route of API.md, and the layers every request passes.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ pub(crate) fn route_label(template: &str) -> &'static str {
 }
 
 /// The whole HTTP API over `state`.
-pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/auth", get(holder::forward_auth))
         .route(
@@ -68,7 +68,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             crate::metrics::track_http,
         ))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), outer))
         .with_state(state)
 }

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// Too large; the detail names the limit.
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
+    /// The request body is over the limit; the connection is closed after the answer, since
+    /// the rest of the body may still be on its way.
+    #[error("request body too large")]
+    BodyTooLarge,
     /// Body is not JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -68,7 +72,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -102,6 +106,7 @@ impl ApiError {
                 d.clone()
             }
             ApiError::NotFound => "No live session or resource at this address.".into(),
+            ApiError::BodyTooLarge => "The request body is larger than the limit.".into(),
             ApiError::PreconditionFailed { current } => {
                 format!("The session is at version {current}; re-read it and retry.")
             }
@@ -166,6 +171,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, ApiError::BodyTooLarge) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::TooManyRequests { retry_after } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())

@@ -6,10 +6,13 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use sessiond_core::Token;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The cookie sessiond sets by default.
 pub const SESSION_COOKIE: &str = "__Host-sid";
@@ -104,29 +107,27 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// A JSON request body: `Content-Type: application/json` (or RFC 7396's
-/// `application/merge-patch+json`) required, 415 otherwise; size
-/// bounded by the router's body limit (413), parsed with serde_json's recursion limit on (400).
+/// `application/merge-patch+json`) required, 415 otherwise; at most `limits.max_body_bytes`
+/// (413, see [`read_body`]); parsed with serde_json's recursion limit on (400).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+impl<T> FromRequest<AppState> for JsonBody<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("The request body is larger than the limit.".into())
-            } else {
-                ApiError::BadRequest("The request body could not be read.".into())
-            }
-        })?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = read_body(req.into_body(), state.max_body_bytes, declared).await?;
         // Every body of the API is an object. serde would also read a struct from an array of
         // its fields, so a JSON Patch document (`[{"op": ...}]`) could pass as a merge patch.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
@@ -135,6 +136,62 @@ where
             ));
         }
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// How much of a body over the limit is read and thrown away before the 413 is sent.
+///
+/// A client that writes its whole body before it reads (Python's urllib, many HTTP
+/// libraries) only sees the answer if the server reads what it sends: closing a socket with
+/// unread data makes the kernel reset the connection, and the client gets a broken pipe
+/// instead of the problem document. Up to this much is drained; past it the connection is
+/// closed without reading on (a body that large is an attack, not a mistake).
+pub const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A `Content-Length` over the limit is refused without
+/// buffering a byte; a body found over the limit while reading is refused at that point. In
+/// both cases up to [`DISCARD_LIMIT`] of the rest is drained first, so the 413 reaches a client
+/// that is still writing.
+pub async fn read_body(
+    mut body: axum::body::Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Bytes, ApiError> {
+    let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
+    if declared.is_some_and(|n| n > limit_u64) {
+        if declared.is_some_and(|n| n <= DISCARD_LIMIT) {
+            discard(body, DISCARD_LIMIT).await;
+        }
+        return Err(ApiError::BodyTooLarge);
+    }
+    let mut buf = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|_| ApiError::BadRequest("The request body could not be read.".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let read = u64::try_from(buf.len() + data.len()).unwrap_or(u64::MAX);
+            discard(body, DISCARD_LIMIT.saturating_sub(read)).await;
+            return Err(ApiError::BodyTooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops up to `budget` more bytes of `body`.
+async fn discard(mut body: axum::body::Body, mut budget: u64) {
+    while budget > 0 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    budget = budget.saturating_sub(u64::try_from(data.len()).unwrap_or(u64::MAX));
+                }
+            }
+            _ => return,
+        }
     }
 }
 

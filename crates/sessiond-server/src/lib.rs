@@ -138,11 +138,12 @@ pub async fn run_with(
         metrics,
         engine: engine_name,
         request_timeout: config.limits.request_timeout,
+        max_body_bytes: config.limits.max_body_bytes,
         guard: guard::InvalidTokenGuard::new(&config.guard),
         persistent_cookies: config.cookie.persistent,
         binding: config.binding,
     }));
-    let router = app(state, config.limits.max_body_bytes);
+    let router = app(state);
     let tls = tls::acceptor(&config.tls)?;
     tracing::info!(
         listen = %listener.local_addr().context("reading the listener's address")?,

@@ -23,6 +23,8 @@ pub struct App {
     pub engine: &'static str,
     /// Longest time a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
     /// Per-client counts of invalid tokens.
     pub guard: InvalidTokenGuard,
     /// Whether session cookies carry a `Max-Age`.

@@ -752,6 +752,82 @@ async fn raw_exchange(
     .expect("raw exchange")
 }
 
+/// Sends a whole request (head and body) before reading anything, as Python's urllib and many
+/// HTTP libraries do, then reads the answer to its end.
+async fn write_all_then_read(addr: SocketAddr, head: String, body: Vec<u8>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .expect("write timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        stream
+            .write_all(head.as_bytes())
+            .expect("the server reads the request head");
+        stream
+            .write_all(&body)
+            .expect("the server reads the whole body instead of resetting the connection");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .expect("the answer arrives, then the server closes");
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .expect("raw exchange")
+}
+
+/// A body over the limit gets its 413 problem document even when the client writes all of
+/// it before reading: 3, 4 and 8 MiB, to a create and to a patch.
+#[tokio::test]
+async fn d01_an_oversized_body_sent_whole_before_reading_gets_its_413() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("u1").await;
+    for mib in [3, 4, 8] {
+        let filler = "x".repeat(mib * 1024 * 1024);
+        for (method, path, credential, body) in [
+            (
+                "POST",
+                "/v1/sessions",
+                format!("X-Api-Key: {KEY}"),
+                format!(r#"{{"userId":"u1","userData":{{"blob":"{filler}"}}}}"#),
+            ),
+            (
+                "PATCH",
+                "/v1/session",
+                format!("Authorization: Bearer {token}"),
+                format!(r#"{{"userData":{{"blob":"{filler}"}}}}"#),
+            ),
+        ] {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: sessiond\r\n{credential}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let answer = write_all_then_read(app.addr, head, body.into_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 413"),
+                "{method} of {mib} MiB: {}",
+                answer.lines().next().unwrap_or_default()
+            );
+            assert!(
+                answer
+                    .to_ascii_lowercase()
+                    .contains("content-type: application/problem+json"),
+                "{method} of {mib} MiB: a problem document"
+            );
+        }
+    }
+    assert_eq!(
+        app.own_session(&token).await["version"],
+        1,
+        "nothing written"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn d01_an_endless_chunked_body_gets_413_and_the_connection_closed() {
     let app = TestApp::spawn().await;
