@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -13,7 +14,8 @@ use crate::policy::DataLimits;
 
 /// A JSON value that refuses duplicate object keys while it is parsed (RFC 8259 leaves their
 /// meaning open; two parsers could read two different documents).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
 pub struct StrictValue(pub Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
@@ -77,7 +79,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 /// A JSON object parsed strictly (see [`StrictValue`]); anything but an object is refused.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
 pub struct StrictObject(pub Map<String, Value>);
 
 impl<'de> Deserialize<'de> for StrictObject {

@@ -8,12 +8,11 @@ use std::fmt::Write as _;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use sessiond_core::json::DataError;
 use sessiond_core::{SessionError, StoreError};
+use sessiond_wire::ProblemDocument;
 
-/// Media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use sessiond_wire::problem::PROBLEM_JSON;
 
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
@@ -125,22 +124,14 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    r#type: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-}
-
 /// A problem+json response for `status` with `detail`.
 pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let slug = problem_slug(status);
-    let body = Problem {
-        r#type: &slug,
-        title: status.canonical_reason().unwrap_or("Error"),
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = ProblemDocument {
+        r#type: ProblemDocument::type_for(reason),
+        title: reason.to_owned(),
         status: status.as_u16(),
-        detail,
+        detail: detail.to_owned(),
     };
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
@@ -148,19 +139,6 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
-}
-
-/// The `type` URI of a problem: stable per status, documented in the OpenAPI document.
-fn problem_slug(status: StatusCode) -> String {
-    let mut s = String::from("urn:sessiond:problem:");
-    for c in status.canonical_reason().unwrap_or("error").chars() {
-        if c.is_ascii_alphanumeric() {
-            s.push(c.to_ascii_lowercase());
-        } else if !s.ends_with('-') {
-            s.push('-');
-        }
-    }
-    s
 }
 
 impl IntoResponse for ApiError {
@@ -253,11 +231,11 @@ mod tests {
     #[test]
     fn slugs() {
         assert_eq!(
-            problem_slug(StatusCode::UNAUTHORIZED),
+            ProblemDocument::type_for("Unauthorized"),
             "urn:sessiond:problem:unauthorized"
         );
         assert_eq!(
-            problem_slug(StatusCode::PAYLOAD_TOO_LARGE),
+            ProblemDocument::type_for("Payload Too Large"),
             "urn:sessiond:problem:payload-too-large"
         );
     }

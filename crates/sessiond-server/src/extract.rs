@@ -1,7 +1,8 @@
 //! Reading credentials and bodies off requests, with our error shape for every rejection.
 //!
-//! Tokens are taken only from `Authorization: Bearer` and the session cookie, never from the
-//! URL. Their shape is checked here, before any store access: a malformed token costs nothing.
+//! The parsing itself (tokens only from `Authorization: Bearer` and the session cookie, never
+//! from the URL, shape-checked before any store access) is `sessiond_wire`'s, shared with
+//! clients; this module maps its refusals to [`ApiError`] and reads bounded JSON bodies.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -14,71 +15,14 @@ use sessiond_core::Token;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The cookie sessiond sets by default.
-pub const SESSION_COOKIE: &str = "__Host-sid";
-/// A second cookie name accepted, for apps that cannot use the `__Host-` prefix.
-pub const LEGACY_SESSION_COOKIE: &str = "sid";
-/// Header of trusted backends.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub use sessiond_wire::credential::{
+    API_KEY_HEADER, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport, api_key,
+};
 
-/// How a token holder presented its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `Authorization: Bearer`.
-    Bearer,
-    /// A session cookie, by the name the client used.
-    Cookie(&'static str),
-}
-
-/// The token presented with a request, shape-checked.
-///
-/// Refused with `401`, identically for every cause: no credential, a malformed one, two
-/// `Authorization` headers, an unknown scheme, or a bearer token and a cookie that differ
-/// (RFC 6750 §2: a client must use one method).
+/// The token presented with a request, shape-checked (see
+/// [`sessiond_wire::credential::session_token`]); every refusal is one `401`.
 pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), ApiError> {
-    let mut candidates: Vec<(&[u8], Transport)> = Vec::new();
-    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
-    if let Some(value) = auth.next() {
-        if auth.next().is_some() {
-            return Err(ApiError::Unauthorized);
-        }
-        candidates.push((bearer_token(value.as_bytes())?, Transport::Bearer));
-    }
-    for (name, value) in crate::cookie::session_cookies(headers) {
-        candidates.push((value, Transport::Cookie(name)));
-    }
-    let (value, transport) = *candidates.first().ok_or(ApiError::Unauthorized)?;
-    if candidates.iter().any(|(other, _)| *other != value) {
-        return Err(ApiError::Unauthorized);
-    }
-    let text = std::str::from_utf8(value).map_err(|_| ApiError::Unauthorized)?;
-    let token = Token::parse(text).map_err(|_| ApiError::Unauthorized)?;
-    Ok((token, transport))
-}
-
-/// The credential of `Authorization: Bearer <token>`: the scheme is case-insensitive
-/// (RFC 9110 §11.1) and may be followed by several spaces (RFC 6750 §2.1).
-fn bearer_token(value: &[u8]) -> Result<&[u8], ApiError> {
-    let space = value
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(ApiError::Unauthorized)?;
-    let (scheme, rest) = value.split_at(space);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(ApiError::Unauthorized);
-    }
-    let credential = rest.trim_ascii_start();
-    if credential.is_empty() || credential.contains(&b' ') {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(credential)
-}
-
-/// The `X-Api-Key` of a request, if exactly one was sent.
-pub fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
-    let mut values = headers.get_all(API_KEY_HEADER).iter();
-    let first = values.next()?;
-    values.next().is_none().then_some(first.as_bytes())
+    sessiond_wire::credential::session_token(headers).map_err(|_| ApiError::Unauthorized)
 }
 
 /// `If-Match: "<version>"`. `*` or no header means "any version". A bare number is accepted
@@ -287,80 +231,6 @@ mod tests {
         assert_eq!(r, "invalid type: string \"…\", expected u64");
         assert_eq!(redact_quotes("no quotes"), "no quotes");
         assert_eq!(redact_quotes("dangling \"abc"), "dangling \"…\"");
-    }
-
-    #[test]
-    fn bearer_and_cookie() {
-        let t = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
-            .unwrap()
-            .expose();
-        for (h, want) in [
-            (
-                vec![("authorization", format!("Bearer {t}"))],
-                Transport::Bearer,
-            ),
-            (
-                vec![("authorization", format!("bearer   {t}"))],
-                Transport::Bearer,
-            ),
-            (
-                vec![("authorization", format!("BEARER {t}"))],
-                Transport::Bearer,
-            ),
-            (
-                vec![("cookie", format!("a=b; __Host-sid={t}; c=d"))],
-                Transport::Cookie(SESSION_COOKIE),
-            ),
-            (
-                vec![("cookie", format!("sid={t}"))],
-                Transport::Cookie(LEGACY_SESSION_COOKIE),
-            ),
-            (
-                vec![
-                    ("authorization", format!("Bearer {t}")),
-                    ("cookie", format!("sid={t}")),
-                ],
-                Transport::Bearer,
-            ),
-        ] {
-            let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (tok, transport) = session_token(&headers(&pairs)).unwrap();
-            assert_eq!(tok.expose(), t);
-            assert_eq!(transport, want);
-        }
-    }
-
-    #[test]
-    fn refusals() {
-        let t = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
-            .unwrap()
-            .expose();
-        let u = Token::generate(&sessiond_core::UserId::parse("u").unwrap())
-            .unwrap()
-            .expose();
-        let cases: Vec<Vec<(&str, String)>> = vec![
-            vec![],
-            vec![("authorization", String::new())],
-            vec![("authorization", "Bearer".into())],
-            vec![("authorization", "Bearer ".into())],
-            vec![("authorization", format!("Basic {t}"))],
-            vec![("authorization", format!("Bearer {t} x"))],
-            vec![
-                ("authorization", format!("Bearer {t}")),
-                ("authorization", format!("Bearer {t}")),
-            ],
-            vec![
-                ("authorization", format!("Bearer {t}")),
-                ("cookie", format!("sid={u}")),
-            ],
-            vec![("cookie", format!("sid={t}; __Host-sid={u}"))],
-            vec![("cookie", "sid=".into())],
-            vec![("authorization", format!("Bearer {}", &t[1..]))],
-        ];
-        for case in cases {
-            let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            assert!(session_token(&headers(&pairs)).is_err(), "{case:?}");
-        }
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! - [`cookie`]: the session cookie: one parser of the `Cookie` header, and `Set-Cookie`.
 //! - [`guard`]: invalid-token attempts counted per client (S19).
 //! - [`binding`]: comparing each request's client with the login's (S20).
-//! - [`document`]: the JSON shapes of the API.
+//! - [`document`]: the JSON shapes of the API, re-exported from `sessiond_wire` (shared with
+//!   clients).
 //! - [`error`]: [`ApiError`], the single mapping to problem+json answers.
 //! - [`events`]: the metrics and log event sinks.
 //! - [`metrics`]: every exported metric, and the request-tracking middleware.
@@ -35,7 +36,6 @@ pub mod binding;
 pub mod config;
 pub mod cookie;
 pub mod credentials;
-pub mod document;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -49,6 +49,13 @@ pub mod stack;
 pub mod state;
 pub mod sweeper;
 pub mod tls;
+
+/// The JSON documents of the API and the problem document, shared with clients
+/// (`sessiond_wire`).
+pub mod document {
+    pub use sessiond_wire::ProblemDocument;
+    pub use sessiond_wire::document::*;
+}
 
 use std::future::Future;
 use std::sync::Arc;

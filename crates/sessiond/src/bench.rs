@@ -409,7 +409,7 @@ fn create_request(host: &str, api_key: &str, user: &str) -> anyhow::Result<Reque
         .uri("/v1/sessions")
         .header(header::HOST, host)
         .header(header::CONTENT_TYPE, "application/json")
-        .header("x-api-key", api_key)
+        .header(sessiond_wire::API_KEY_HEADER, api_key)
         .body(Full::new(Bytes::from(body)))?)
 }
 
@@ -490,11 +490,9 @@ async fn precreate(
                 let token = match from_cookie {
                     Some(value) => value.context("no such cookie in the create answer")?,
                     None => {
-                        let doc: serde_json::Value = serde_json::from_slice(&body)?;
-                        doc["token"]
-                            .as_str()
-                            .context("no token in the create answer")?
-                            .to_owned()
+                        serde_json::from_slice::<sessiond_wire::IssuedSession>(&body)
+                            .context("the create answer is not an issued session")?
+                            .token
                     }
                 };
                 tokens.push(token);
