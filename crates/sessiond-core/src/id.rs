@@ -111,7 +111,7 @@ impl fmt::Debug for SessionId {
 
 /// The id of the user a session belongs to, as the app's backend names them.
 ///
-/// 1 to 256 bytes of printable ASCII without spaces (API.md): it travels back in the
+/// 1 to 256 bytes of printable ASCII without spaces (docs/api.md): it travels back in the
 /// `X-User-Id` header, so no control character, space or non-ASCII byte may be in it. Every
 /// other character is allowed, because identity providers issue ids such as
 /// `urn:acme:user:42`, `tenants/acme/users/42`, `o'brien@example.com` and

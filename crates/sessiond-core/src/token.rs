@@ -166,7 +166,7 @@ impl TryFrom<String> for SecretHash {
 mod tests {
     use super::*;
 
-    /// S1 (and T1 of RELIABILITY.md at 10^5 instead of 10^6, to stay fast in debug builds):
+    /// S1 (and T1 of docs/requirements.md at 10^5 instead of 10^6, to stay fast in debug builds):
     /// tokens decoded from their text carry at least 128 bits of secret, no two are alike, and
     /// the secret bits are unbiased, overall and at every bit position. The secret comes from
     /// `getrandom` (the OS CSPRNG), see [`Token::generate`] and [`Token::new_secret_for`].

@@ -36,7 +36,7 @@ fn reference_token_ok(s: &str) -> bool {
     id_ok && secret_ok && last.is_multiple_of(4)
 }
 
-/// API.md's user id: 1 to 256 bytes of printable ASCII without spaces; every printable
+/// docs/api.md's user id: 1 to 256 bytes of printable ASCII without spaces; every printable
 /// character allowed, except that `.` and `..` (which no URL path can carry) are not ids.
 fn reference_user_id_ok(s: &str) -> bool {
     (1..=256).contains(&s.len())

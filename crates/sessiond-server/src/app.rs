@@ -1,4 +1,4 @@
-//! The router: every route of API.md, and the layers every request passes.
+//! The router: every route of docs/api.md, and the layers every request passes.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -128,5 +128,36 @@ fn generic_detail(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "No resource at this address.",
         StatusCode::BAD_REQUEST => "The request is malformed.",
         _ => "The request could not be processed.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric labels are a hand-kept list (static, so labelling allocates nothing): check
+    /// it against the routes `app` declares, so a new route cannot be labelled `other`.
+    #[test]
+    fn the_metric_route_table_is_the_routers() {
+        let source = include_str!("app.rs");
+        let body = &source[source.find("pub fn app(").unwrap_or(0)..];
+        let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+        let mut routed: Vec<&str> = body
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+            .collect();
+        routed.sort_unstable();
+        let mut labelled: Vec<&str> = ROUTES.to_vec();
+        labelled.sort_unstable();
+        assert!(!routed.is_empty(), "found the router's routes");
+        assert_eq!(
+            routed, labelled,
+            "ROUTES must list exactly the router's paths"
+        );
+        for route in ROUTES {
+            assert_eq!(route_label(route), *route);
+        }
+        assert_eq!(route_label("/v1/other"), "other");
     }
 }

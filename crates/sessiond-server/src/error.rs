@@ -58,6 +58,11 @@ pub enum ApiError {
     /// The request took longer than the configured limit.
     #[error("request timed out")]
     Timeout,
+    /// The gateway's check failed inside sessiond (logged as such): `503`, because a
+    /// forward-auth answer may only be 200, 401 or 503, and failing closed is the only safe
+    /// answer.
+    #[error("the session could not be checked")]
+    CheckFailed,
     /// Anything else. Fails closed.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -75,7 +80,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Timeout | ApiError::CheckFailed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,14 +91,17 @@ impl ApiError {
     /// else into an error page): everything that is not "no session" fails closed as 503.
     pub fn for_forward_auth(self) -> ApiError {
         match self {
-            ApiError::Unauthorized | ApiError::Unavailable(_) | ApiError::Timeout => self,
+            ApiError::Unauthorized
+            | ApiError::Unavailable(_)
+            | ApiError::Timeout
+            | ApiError::CheckFailed => self,
             // Gateways accept only 200, 401 or 503 from a forward-auth check.
             ApiError::BadRequest(_) | ApiError::NotFound | ApiError::TooManyRequests { .. } => {
                 ApiError::Unauthorized
             }
             other => {
                 log_internal(&other);
-                ApiError::Timeout
+                ApiError::CheckFailed
             }
         }
     }
@@ -116,6 +126,7 @@ impl ApiError {
                 "The session store cannot be reached; retry shortly.".into()
             }
             ApiError::Timeout => "The request could not be completed in time; retry.".into(),
+            ApiError::CheckFailed => "The session could not be checked; retry shortly.".into(),
             ApiError::TooManyRequests { .. } => {
                 "Too many invalid session tokens from this client; retry later.".into()
             }

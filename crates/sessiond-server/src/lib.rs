@@ -1,4 +1,4 @@
-//! The sessiond HTTP service: configuration, the v1 API of API.md, errors, metrics, serving.
+//! The sessiond HTTP service: configuration, the v1 API of docs/api.md, errors, metrics, serving.
 //!
 //! The binary parses flags, sets up logging and binds the listener; everything else starts
 //! at [`run`].

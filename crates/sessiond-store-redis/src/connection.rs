@@ -17,6 +17,9 @@ pub enum ConnectError {
     /// may hold a password.
     #[error("SESSIOND_REDIS_URL: {0}")]
     InvalidUrl(String),
+    /// A setting cannot be used with this deployment (the message names the setting).
+    #[error("{0}")]
+    InvalidOption(String),
     /// The client could not be set up or the cluster could not be reached.
     #[error("connecting to Redis")]
     Redis(#[source] redis::RedisError),

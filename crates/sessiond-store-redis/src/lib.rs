@@ -23,6 +23,8 @@
 //! - `scripts`: the Lua scripts.
 //! - `replication`: primary and replicas: read routing, `WAIT`, fencing of lagging replicas.
 //! - `sentinel`: finding the primary through Sentinel.
+//! - `purge`: revoke-everyone, walking each primary's keys of sessiond's own prefix.
+//! - [`defaults`]: the engine's defaults (the server's configuration takes its own from here).
 
 pub mod connection;
 
@@ -175,8 +177,8 @@ impl RedisStore {
     /// Connects to the topology in `options`.
     pub async fn connect(options: &RedisOptions) -> Result<Self, ConnectError> {
         if options.key_prefix.contains(['{', '}']) {
-            return Err(ConnectError::InvalidUrl(
-                "the key prefix must not contain { or } (they select the Cluster slot)".into(),
+            return Err(ConnectError::InvalidOption(
+                "redis.key_prefix must not contain { or } (they select the Cluster slot)".into(),
             ));
         }
         let replication = ReplicationOptions {
@@ -218,7 +220,7 @@ impl RedisStore {
                 ))
             }
             Topology::Cluster(_) if options.min_replica_acks > 0 => {
-                return Err(ConnectError::InvalidUrl(
+                return Err(ConnectError::InvalidOption(
                     "redis.min_replica_acks is not available on Cluster yet".into(),
                 ));
             }

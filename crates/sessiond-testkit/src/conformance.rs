@@ -12,7 +12,7 @@
 //! engines may also reclaim expired records by the wall clock (Redis key expiry), and a record
 //! must not vanish under a case before the `now` it passes says so.
 //!
-//! Requirements of RELIABILITY.md (a) these cases prove on every engine, under the same test
+//! Requirements of docs/requirements.md (a) these cases prove on every engine, under the same test
 //! names in each engine's suite (SECURITY.md maps every id to its tests):
 //!
 //! - S4 (a rotated-away token is dead at once): [`rotate_with_old_hash_is_stale`],

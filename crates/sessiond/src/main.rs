@@ -2,6 +2,13 @@
 //!
 //! This binary stays thin: it parses the command line, sets up logging, binds the listener
 //! and hands over to `sessiond_server::run`.
+//!
+//! # Layout
+//!
+//! - `serve`: `sessiond serve`, the service.
+//! - `revoke`: `sessiond revoke`, the operator's emergency path straight on the store.
+//! - `bench`: `sessiond bench`, load against a running sessiond.
+//! - `logging`: log set-up, and the warning about ignored environment variables.
 
 mod bench;
 mod logging;

@@ -1,5 +1,5 @@
 //! The gateway of `deploy/nginx/sessiond.conf`, in a real nginx, in front of a real sessiond
-//! and an app that records what reaches it: RELIABILITY.md S5, S9, S16, S21 and D8 end to end.
+//! and an app that records what reaches it: docs/requirements.md S5, S9, S16, S21 and D8 end to end.
 //!
 //! Needs `nginx` (Debian's package of that name; `./scripts/test` installs it). Without it the
 //! tests fail, they are never skipped. The deploy file is used as it is; only its three

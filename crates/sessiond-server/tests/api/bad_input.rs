@@ -1,4 +1,4 @@
-//! Bad input (RELIABILITY.md (d)): malformed and hostile JSON, oversized bodies and documents,
+//! Bad input (docs/requirements.md (d)): malformed and hostile JSON, oversized bodies and documents,
 //! wrong media types, invalid numbers and identifiers, fields clients may not set, unsupported
 //! methods and unknown paths. Every case is a `4xx` problem, and the server keeps serving.
 //!

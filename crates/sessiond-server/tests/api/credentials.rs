@@ -1,4 +1,4 @@
-//! Refused credentials (RELIABILITY.md D7, D18): missing, malformed, unknown, revoked,
+//! Refused credentials (docs/requirements.md D7, D18): missing, malformed, unknown, revoked,
 //! rotated-away and conflicting session tokens, and wrong API keys. All get `401` with one and
 //! the same body, and `GET /v1/auth` never answers anything but `200` or `401` for them. Also
 //! what a client can never do with a token: choose it (S2), pass it in the URL (S16), see it

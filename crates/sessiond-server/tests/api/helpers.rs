@@ -1,5 +1,5 @@
 //! Test support: a real sessiond server on an ephemeral port with a data directory of its own,
-//! and request helpers that check, on every answer, what API.md and RELIABILITY.md (d) require
+//! and request helpers that check, on every answer, what docs/api.md and docs/requirements.md (d) require
 //! of all answers (`Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and a
 //! well-formed `application/problem+json` body on every error).
 //!

@@ -22,7 +22,7 @@ const SESSION_FIELDS: [&str; 9] = [
     "metadata",
 ];
 
-/// A session document has exactly the fields of API.md, consistent times, and no token.
+/// A session document has exactly the fields of docs/api.md, consistent times, and no token.
 fn assert_session_document(doc: &Value, user_id: &str) {
     let obj = doc.as_object().expect("session document is an object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();

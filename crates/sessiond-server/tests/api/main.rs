@@ -1,6 +1,6 @@
-//! HTTP integration tests of sessiond: every flow of API.md, end to end over real HTTP against
+//! HTTP integration tests of sessiond: every flow of docs/api.md, end to end over real HTTP against
 //! a server started with `sessiond_server::run` on an ephemeral port and a fresh data
-//! directory, plus the bad-input catalogue of RELIABILITY.md (d).
+//! directory, plus the bad-input catalogue of docs/requirements.md (d).
 //!
 //! Every answer is checked for `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`,
 //! and every error for a well-formed `application/problem+json` body (see [`helpers`]).

@@ -219,7 +219,7 @@ async fn independent_servers_share_nothing() {
     b.shutdown().await;
 }
 
-/// S22 on every route and method of API.md, success and error alike: `Cache-Control:
+/// S22 on every route and method of docs/api.md, success and error alike: `Cache-Control:
 /// no-store`, `X-Content-Type-Options: nosniff`, and a `Content-Type` on every body that names
 /// its charset where the media type has one (ASVS 5.0 4.1.1: `text/*` and XML types; JSON has
 /// no charset parameter, RFC 8259 §11).

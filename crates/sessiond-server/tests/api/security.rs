@@ -1,4 +1,4 @@
-//! Security requirements of RELIABILITY.md (a) that need a server set up for them: the session
+//! Security requirements of docs/requirements.md (a) that need a server set up for them: the session
 //! cookie (S15), per-client counting of invalid tokens (S19) and what a malformed token costs
 //! the store (D7, counted by Redis itself).
 
