@@ -313,37 +313,30 @@ pub(crate) fn means_primary_moved(e: &redis::RedisError) -> bool {
 
 /// Maps a client error to the store's error kinds: anything that says "Redis is not there or
 /// not able to serve right now" is unavailable (503, retry), the rest is internal.
+///
+/// redis-rs's own [`retry_method`](redis::RedisError::retry_method) says which failures a
+/// retry can cure (I/O, a dropped connection, `LOADING`, `MASTERDOWN`, `TRYAGAIN`,
+/// `CLUSTERDOWN`, `READONLY`, redirects, a failed `AUTH`). On top of those, sessiond fails
+/// closed with 503 on the answers that mean this Redis cannot take the request now, though
+/// retrying at once would not help: a full Redis (`OOM`, with `noeviction`), too few replicas
+/// (`NOREPLICAS`), a busy script (`BUSY`), and a refused password or ACL permission, so that
+/// `/readyz` reports the store unusable rather than a request failing as a bug.
 pub(crate) fn store_error(e: redis::RedisError) -> sessiond_core::StoreError {
     use sessiond_core::StoreError;
     if e.is_timeout() {
         return StoreError::Timeout;
     }
-    // Besides a Redis that is down or busy, a refused password or a missing ACL permission
-    // also means "the store cannot be used now": fail closed with 503, and /readyz says so.
-    let transient_code = matches!(
+    // A reply sessiond cannot read (a script's reply of the wrong shape, see `replies`) is
+    // sessiond's bug, not the store's absence; redis-rs would reconnect, sessiond fails it.
+    if e.kind() == redis::ErrorKind::Parse {
+        return StoreError::internal(e);
+    }
+    let retryable = !matches!(e.retry_method(), redis::RetryMethod::NoRetry);
+    let cannot_serve_now = matches!(
         e.code(),
-        Some(
-            "OOM"
-                | "LOADING"
-                | "MASTERDOWN"
-                | "READONLY"
-                | "TRYAGAIN"
-                | "CLUSTERDOWN"
-                | "BUSY"
-                | "NOREPLICAS"
-                | "MOVED"
-                | "ASK"
-                | "WRONGPASS"
-                | "NOAUTH"
-                | "NOPERM"
-        )
-    ) || e.kind() == redis::ErrorKind::AuthenticationFailed;
-    if transient_code
-        || e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_cluster_error()
-    {
+        Some("OOM" | "NOREPLICAS" | "BUSY" | "WRONGPASS" | "NOAUTH" | "NOPERM")
+    );
+    if retryable || cannot_serve_now || e.is_connection_refusal() || e.is_cluster_error() {
         StoreError::unavailable(e)
     } else {
         StoreError::internal(e)

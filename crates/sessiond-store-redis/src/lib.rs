@@ -17,29 +17,38 @@
 //!
 //! # Layout
 //!
+//! - [`options`](RedisOptions): the settings, [`ReadFrom`], and the engine's [`defaults`]
+//!   (the server's configuration takes its own from there).
 //! - [`connection`]: URL forms, connecting, and the mapping of client errors to store errors.
+//! - `routing`: where each command goes (primary, replica, Cluster) and how far a write must
+//!   reach before it is acknowledged.
+//! - `primary`: the primary's connection, fixed or found through Sentinel, in one cache.
+//! - `replication`: primary and replicas: `WAIT`, fencing of lagging replicas, the refresher.
+//! - `sentinel`: finding the primary through Sentinel.
 //! - `keys`: the key schema.
 //! - `codec`: the record's byte layout, with the fixed header the scripts edit in place.
-//! - `scripts`: the Lua scripts.
-//! - `replication`: primary and replicas: read routing, `WAIT`, fencing of lagging replicas.
-//! - `sentinel`: finding the primary through Sentinel.
+//! - `scripts`: the Lua scripts, and `replies`: what each script's reply means, as types.
 //! - `purge`: revoke-everyone, walking each primary's keys of sessiond's own prefix.
-//! - [`defaults`]: the engine's defaults (the server's configuration takes its own from here).
+//!
+//! The crate root holds [`RedisStore`] and its [`SessionStore`] impl: each operation names its
+//! script, its keys and arguments, how far it must reach, and what its reply means.
 
 pub mod connection;
 
 mod codec;
 mod keys;
+mod options;
+mod primary;
 mod purge;
 mod replication;
+mod replies;
+mod routing;
 mod scripts;
 mod sentinel;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{AsyncCommands as _, Value};
 use serde_json::{Map, Value as Json};
 use sessiond_core::{
     AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
@@ -47,123 +56,23 @@ use sessiond_core::{
 };
 
 pub use connection::{ConnectError, TlsRoots, Topology};
+pub use options::{ReadFrom, RedisOptions, defaults};
 
-use crate::codec::{decode, decode_with, encode, encode_object, parse_version, u48, version_bytes};
-use crate::connection::{Connection, store_error};
+use crate::codec::{decode, encode, encode_object, parse_version, u48, version_bytes};
+use crate::connection::store_error;
 use crate::keys::Keys;
 use crate::keys::{expired_score, id_from_member, member, score};
-use crate::replication::{FixedPrimary, PrimarySource, Replicated, ReplicationOptions};
+use crate::primary::{FixedPrimary, PrimarySource};
+use crate::replication::{Replicated, ReplicationOptions};
+use crate::replies::{
+    CreateReply, DeleteReply, DeleteUserReply, ListReply, RotateReply, UpdateReply,
+};
+use crate::routing::{Backend, Reach};
 use crate::sentinel::SentinelPrimary;
-
-/// Pause between read attempts when every node failed.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// How many sessions one revoke-all script removes before yielding, so a user with very many
 /// sessions never blocks Redis for long.
 const REVOKE_BATCH: usize = 500;
-
-/// Where validations read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadFrom {
-    /// Replicas, in turn (falling back to the primary on a miss or when none answers).
-    #[default]
-    Replica,
-    /// The primary only.
-    Primary,
-}
-
-/// The engine's defaults, the one place they are written (the server's configuration takes
-/// its defaults from here).
-pub mod defaults {
-    use std::time::Duration;
-
-    use crate::ReadFrom;
-
-    /// Prefix of every key.
-    pub const KEY_PREFIX: &str = "sd:";
-    /// Longest wait for any Redis call.
-    pub const TIMEOUT: Duration = Duration::from_secs(1);
-    /// How long a write waits for every replica.
-    pub const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_millis(100);
-    /// Replica acknowledgements a durable write needs.
-    pub const MIN_REPLICA_ACKS: usize = 0;
-    /// Where validations read from.
-    pub const READ_FROM: ReadFrom = ReadFrom::Replica;
-}
-
-/// Settings of the Redis engine.
-#[derive(Clone)]
-pub struct RedisOptions {
-    /// Where Redis is (see [`Topology::parse`]).
-    pub topology: Topology,
-    /// Prefix of every key sessiond writes, so it can share a Redis with other data.
-    pub key_prefix: String,
-    /// Longest wait for any Redis call; past it the call fails as unavailable (503).
-    pub timeout: Duration,
-    /// Where validations read from.
-    pub read_from: ReadFrom,
-    /// How long a write waits for every replica to acknowledge it before the replicas that
-    /// did not are fenced off from reads.
-    pub replica_sync_timeout: Duration,
-    /// Replica acknowledgements that create, rotate and revoke need before they answer
-    /// (`WAIT`); 0 answers once the primary has the write. Too few: the call fails with 503,
-    /// and the write stays on the primary.
-    pub min_replica_acks: usize,
-    /// Certificate authorities for `rediss` URLs (PEM); `None` trusts the system's roots.
-    pub tls_roots: TlsRoots,
-}
-
-impl RedisOptions {
-    /// Options for `topology` with the [`defaults`].
-    pub fn new(topology: Topology) -> Self {
-        RedisOptions {
-            topology,
-            key_prefix: defaults::KEY_PREFIX.into(),
-            timeout: defaults::TIMEOUT,
-            read_from: defaults::READ_FROM,
-            replica_sync_timeout: defaults::REPLICA_SYNC_TIMEOUT,
-            min_replica_acks: defaults::MIN_REPLICA_ACKS,
-            tls_roots: TlsRoots::default(),
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The topology holds URLs, which may hold passwords.
-        f.debug_struct("RedisOptions")
-            .field("topology", &self.topology.kind())
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("read_from", &self.read_from)
-            .field("replica_sync_timeout", &self.replica_sync_timeout)
-            .field("min_replica_acks", &self.min_replica_acks)
-            .field("tls_roots", &self.tls_roots)
-            .finish()
-    }
-}
-
-/// Where commands go.
-#[derive(Debug)]
-enum Backend {
-    /// A primary (fixed or found through Sentinel) with its replicas.
-    Replicated(Arc<Replicated>),
-    /// A cluster: the client routes by key; reads go to primaries.
-    Cluster(Connection),
-}
-
-/// How far a write must reach before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    /// The primary is enough (touches: losing one only ages `lastActivity`).
-    Primary,
-    /// Every read path, so the next request sees it (patches).
-    Visible,
-    /// Every read path, and the configured number of replica acknowledgements (create,
-    /// rotate, revoke).
-    Durable,
-}
 
 /// The Redis session store.
 #[derive(Debug)]
@@ -243,146 +152,6 @@ impl RedisStore {
             Backend::Cluster(_) => 0,
         }
     }
-
-    /// Runs `f` on the primary (the cluster) with the store's timeout, then makes the write
-    /// reach as far as `reach` says.
-    async fn call_reaching<T, F>(
-        &self,
-        reach: Reach,
-        f: impl FnOnce(Connection) -> F,
-    ) -> Result<T, StoreError>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        match &self.backend {
-            Backend::Cluster(conn) => self.timed(f(conn.clone())).await.map_err(store_error),
-            Backend::Replicated(r) => {
-                let conn = r.primary().await?;
-                let mut same = conn.clone();
-                let value = match self.timed(f(conn)).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        r.primary_failed(&e);
-                        return Err(store_error(e));
-                    }
-                };
-                if reach != Reach::Primary {
-                    r.settle(&mut same, reach == Reach::Durable).await?;
-                }
-                Ok(value)
-            }
-        }
-    }
-
-    /// Runs `f` on the primary (the cluster): reads and index upkeep.
-    async fn call<T, F>(&self, f: impl FnOnce(Connection) -> F) -> Result<T, StoreError>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        self.call_reaching(Reach::Primary, f).await
-    }
-
-    async fn timed<T>(
-        &self,
-        f: impl Future<Output = redis::RedisResult<T>>,
-    ) -> redis::RedisResult<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r,
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "Redis did not answer in time",
-            ))),
-        }
-    }
-
-    /// The stored bytes of a record: from a replica when reads go there, else from the
-    /// primary. A replica's miss is the answer: every write is made visible on the readable
-    /// replicas before it is acknowledged (a replica that misses one is fenced), so an unknown
-    /// token costs one read, not two (D14). Failed attempts are retried on the other nodes
-    /// until the store's timeout, so a replica or primary connection killed by a failover does
-    /// not fail a validation that another node can answer.
-    /// The record of `id` if it is live at `now`, with `userData` decoded or left empty.
-    async fn load_live(
-        &self,
-        id: &SessionId,
-        now: Timestamp,
-        user_data: bool,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(bytes) = self.read_record(self.keys.record(id)).await? else {
-            return Ok(None);
-        };
-        let record = decode_with(id, &bytes, user_data)?;
-        Ok(record.is_live(now).then_some(record))
-    }
-
-    /// `GET` on the primary, bounded by redis-rs's response timeout alone (one command).
-    async fn get_on_primary(
-        &self,
-        r: &Replicated,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut conn = r.primary().await?;
-        conn.get(key).await.map_err(|e| {
-            r.primary_failed(&e);
-            store_error(e)
-        })
-    }
-
-    async fn read_record(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
-        let Backend::Replicated(r) = &self.backend else {
-            return self.call(|mut c| async move { c.get(key).await }).await;
-        };
-        let start = tokio::time::Instant::now();
-        let deadline = start + self.timeout;
-        let mut last = None;
-        loop {
-            let mut replicas_failed = false;
-            if r.reads_from_replicas() {
-                for mut conn in r.readable_replicas() {
-                    // One command: redis-rs's response timeout (`redis.timeout`) bounds it, so
-                    // the hot path arms no second timer.
-                    match conn.get::<_, Option<Vec<u8>>>(&key).await {
-                        Ok(v) => return Ok(v),
-                        Err(e) => {
-                            replicas_failed = true;
-                            last = Some(store_error(e));
-                        }
-                    }
-                }
-            }
-            // Replicas that fail are usually reconnecting (Sentinel kills their clients during
-            // a failover), while a primary that fails at the same time can take the whole
-            // budget to find again. So while replicas fail, retry them for half the budget
-            // before asking the primary.
-            let ask_primary =
-                !replicas_failed || tokio::time::Instant::now() >= start + self.timeout / 2;
-            if ask_primary {
-                match self.get_on_primary(r, &key).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) if e.is_unavailable() => last = Some(e),
-                    Err(e) => return Err(e),
-                }
-            }
-            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(last.unwrap_or(StoreError::Timeout));
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        _ => None,
-    }
-}
-
-fn bytes(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        _ => None,
-    }
 }
 
 fn unexpected() -> StoreError {
@@ -413,7 +182,7 @@ impl SessionStore for RedisStore {
             ));
         }
         let value = encode(record)?;
-        let reply: Vec<Value> = self
+        let reply: CreateReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::CREATE
                     .key(self.keys.record(&record.id))
@@ -435,18 +204,15 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        match reply.first().and_then(int) {
-            Some(0) => Ok(CreateOutcome::IdTaken),
-            Some(2) => Ok(CreateOutcome::AtCapacity),
-            Some(1) => {
-                let evicted = reply[1..]
+        match reply {
+            CreateReply::IdTaken => Ok(CreateOutcome::IdTaken),
+            CreateReply::AtCapacity => Ok(CreateOutcome::AtCapacity),
+            CreateReply::Created(members) => Ok(CreateOutcome::Created {
+                evicted: members
                     .iter()
-                    .filter_map(bytes)
                     .filter_map(|m| id_from_member(shard, m))
-                    .collect();
-                Ok(CreateOutcome::Created { evicted })
-            }
-            _ => Err(unexpected()),
+                    .collect(),
+            }),
         }
     }
 
@@ -467,7 +233,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        let reply: i64 = self
+        let touched: bool = self
             .call(|mut c| async move {
                 scripts::TOUCH
                     .key(self.keys.record(id))
@@ -477,7 +243,7 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        Ok(reply == 1)
+        Ok(touched)
     }
 
     async fn update_data(
@@ -494,7 +260,7 @@ impl SessionStore for RedisStore {
                 .checked_add(1)
                 .ok_or_else(|| StoreError::internal("version overflow"))?,
         )?;
-        let reply: Vec<Value> = self
+        let reply: UpdateReply = self
             .call_reaching(Reach::Visible, |mut c| async move {
                 scripts::UPDATE_DATA
                     .key(self.keys.record(id))
@@ -506,14 +272,13 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        match (reply.first().and_then(int), reply.get(1).and_then(bytes)) {
-            (Some(0), _) => Ok(UpdateOutcome::NotFound),
-            (Some(2), Some(v)) => {
-                let current = parse_version(v).ok_or_else(unexpected)?;
+        match reply {
+            UpdateReply::NotFound => Ok(UpdateOutcome::NotFound),
+            UpdateReply::Mismatch(v) => {
+                let current = parse_version(&v).ok_or_else(unexpected)?;
                 Ok(UpdateOutcome::VersionMismatch { current })
             }
-            (Some(1), Some(r)) => Ok(UpdateOutcome::Updated(decode(id, r)?)),
-            _ => Err(unexpected()),
+            UpdateReply::Updated(r) => Ok(UpdateOutcome::Updated(decode(id, &r)?)),
         }
     }
 
@@ -524,7 +289,7 @@ impl SessionStore for RedisStore {
         replacement: &SecretHash,
         now: Timestamp,
     ) -> Result<RotateOutcome, StoreError> {
-        let reply: Vec<Value> = self
+        let reply: RotateReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::ROTATE
                     .key(self.keys.record(id))
@@ -535,16 +300,15 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        match (reply.first().and_then(int), reply.get(1).and_then(bytes)) {
-            (Some(0), _) => Ok(RotateOutcome::NotFound),
-            (Some(2), _) => Ok(RotateOutcome::Stale),
-            (Some(1), Some(r)) => Ok(RotateOutcome::Rotated(decode(id, r)?)),
-            _ => Err(unexpected()),
+        match reply {
+            RotateReply::NotFound => Ok(RotateOutcome::NotFound),
+            RotateReply::Stale => Ok(RotateOutcome::Stale),
+            RotateReply::Rotated(r) => Ok(RotateOutcome::Rotated(decode(id, &r)?)),
         }
     }
 
     async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
-        let reply: (i64, String) = self
+        let reply: DeleteReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::DELETE
                     .key(self.keys.record(id))
@@ -556,10 +320,12 @@ impl SessionStore for RedisStore {
             })
             .await?;
         match reply {
-            (2, user) => UserId::parse(&user)
+            DeleteReply::RemovedLive(user) => std::str::from_utf8(&user)
+                .ok()
+                .and_then(|u| UserId::parse(u).ok())
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.into())),
-            _ => Ok(None),
+                .ok_or_else(|| StoreError::Corrupt("a stored user id is not one".into())),
+            DeleteReply::NothingLive => Ok(None),
         }
     }
 
@@ -569,7 +335,7 @@ impl SessionStore for RedisStore {
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let shard = user.shard();
-        let reply: Vec<Value> = self
+        let ListReply(pairs) = self
             .call(|mut c| async move {
                 scripts::LIST_USER
                     .key(self.keys.index_in(shard, user))
@@ -579,12 +345,9 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        let mut out = Vec::with_capacity(reply.len() / 2);
-        for pair in reply.chunks_exact(2) {
-            let (Some(id), Some(value)) = (bytes(&pair[0]), bytes(&pair[1])) else {
-                return Err(unexpected());
-            };
-            let id = id_from_member(shard, id).ok_or_else(unexpected)?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (member, value) in &pairs {
+            let id = id_from_member(shard, member).ok_or_else(unexpected)?;
             let record = decode(&id, value)?;
             if record.is_live(now) {
                 out.push(record);
@@ -603,7 +366,7 @@ impl SessionStore for RedisStore {
         let shard = user.shard();
         let mut total = 0u64;
         loop {
-            let reply: Vec<i64> = self
+            let batch: DeleteUserReply = self
                 .call_reaching(Reach::Durable, |mut c| async move {
                     scripts::DELETE_USER
                         .key(self.keys.index_in(shard, user))
@@ -615,11 +378,8 @@ impl SessionStore for RedisStore {
                         .await
                 })
                 .await?;
-            let [removed, more] = reply[..] else {
-                return Err(unexpected());
-            };
-            total += u64::try_from(removed).unwrap_or(0);
-            if more == 0 {
+            total += batch.removed;
+            if !batch.more {
                 return Ok(total);
             }
         }

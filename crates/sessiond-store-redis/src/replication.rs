@@ -24,12 +24,9 @@ use std::time::Duration;
 use redis::{ConnectionInfo, Value};
 use sessiond_core::StoreError;
 
-use crate::connection::{
-    ConnectError, Connection, TlsRoots, managed, means_primary_moved, multiplexed, node_info,
-    store_error,
-};
+use crate::connection::{ConnectError, Connection, TlsRoots, managed, node_info, store_error};
+use crate::primary::PrimarySource;
 use crate::scripts::FENCE;
-use crate::sentinel::SentinelPrimary;
 
 /// How often replicas are rediscovered and fences re-checked.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_millis(200);
@@ -41,76 +38,6 @@ const FENCE_PROPAGATION: Duration = Duration::from_millis(250);
 /// How long a shared fence record lives: far longer than any refresh interval, so every
 /// process reads it; each then keeps its own fence until the replica catches up.
 const FENCE_RECORD_TTL_MS: u64 = 60_000;
-
-/// Where the primary comes from.
-#[derive(Debug)]
-pub(crate) enum PrimarySource {
-    /// A fixed address (`redis://`).
-    Fixed(Box<FixedPrimary>),
-    /// Resolved through Sentinel.
-    Sentinel(Box<SentinelPrimary>),
-}
-
-/// A primary at a fixed address (`redis://`).
-///
-/// Its connection is never reconnected in place: `WAIT` counts the writes of its own
-/// connection (R11), so a write and the `WAIT` after it must travel on one connection. A
-/// failed connection is dropped, the call fails (503), and the next call opens a new one.
-#[derive(Debug)]
-pub(crate) struct FixedPrimary {
-    info: ConnectionInfo,
-    roots: TlsRoots,
-    timeout: Duration,
-    current: std::sync::Mutex<Option<Connection>>,
-    /// One connection attempt at a time; waiting callers share its result.
-    connecting: tokio::sync::Mutex<()>,
-}
-
-impl FixedPrimary {
-    pub(crate) fn new(info: ConnectionInfo, roots: TlsRoots, timeout: Duration) -> Self {
-        FixedPrimary {
-            info,
-            roots,
-            timeout,
-            current: std::sync::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn cached(&self) -> Option<Connection> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The open connection, or a new one.
-    pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let _turn = self.connecting.lock().await;
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let conn = multiplexed(self.info.clone(), &self.roots, self.timeout)
-            .await
-            .map_err(store_error)?;
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Drops the connection; the next call opens a new one.
-    pub(crate) fn invalidate(&self) {
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    }
-}
 
 /// One read replica.
 #[derive(Debug, Clone)]
@@ -209,21 +136,12 @@ impl Replicated {
 
     /// The primary's connection (resolving it through Sentinel if needed).
     pub(crate) async fn primary(&self) -> Result<Connection, StoreError> {
-        match &self.primary {
-            PrimarySource::Fixed(p) => p.connection().await,
-            PrimarySource::Sentinel(s) => s.connection().await,
-        }
+        self.primary.connection().await
     }
 
     /// Notes a failed primary call: a moved or failed primary is found again next time.
     pub(crate) fn primary_failed(&self, e: &redis::RedisError) {
-        if !means_primary_moved(e) {
-            return;
-        }
-        match &self.primary {
-            PrimarySource::Fixed(p) => p.invalidate(),
-            PrimarySource::Sentinel(s) => s.invalidate(),
-        }
+        self.primary.failed(e);
     }
 
     /// Whether validations read from replicas.

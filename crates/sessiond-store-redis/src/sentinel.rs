@@ -10,6 +10,7 @@ use redis::{ConnectionInfo, Value};
 use sessiond_core::StoreError;
 
 use crate::connection::{Connection, TlsRoots, multiplexed, node_info};
+use crate::primary::CachedConnection;
 
 /// Timeout of one question to one sentinel.
 const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -38,9 +39,8 @@ pub(crate) struct SentinelPrimary {
     service: String,
     node: ConnectionInfo,
     roots: TlsRoots,
-    current: Mutex<Option<Connection>>,
-    /// One resolution at a time; callers that wait for it share its result.
-    resolving: tokio::sync::Mutex<()>,
+    /// The primary's connection; one resolution at a time, callers that wait share it.
+    connection: CachedConnection,
     timeout: Duration,
 }
 
@@ -57,52 +57,32 @@ impl SentinelPrimary {
             service,
             node,
             roots,
-            current: Mutex::new(None),
-            resolving: tokio::sync::Mutex::new(()),
+            connection: CachedConnection::default(),
             timeout,
         }
     }
 
-    fn cached(&self) -> Option<Connection> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// Forgets the primary; the next call finds it again.
     pub(crate) fn invalidate(&self) {
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.connection.invalidate();
     }
 
     /// A connection to the current primary.
     pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let _turn = self.resolving.lock().await;
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            match self.resolve().await {
-                Ok(conn) => {
-                    *self
-                        .current
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
-                    return Ok(conn);
+        self.connection
+            .get_or_open(|| async {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                loop {
+                    match self.resolve().await {
+                        Ok(conn) => return Ok(conn),
+                        Err(e) if tokio::time::Instant::now() + RETRY_PAUSE >= deadline => {
+                            return Err(StoreError::unavailable(e));
+                        }
+                        Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                    }
                 }
-                Err(e) if tokio::time::Instant::now() + RETRY_PAUSE >= deadline => {
-                    return Err(StoreError::unavailable(e));
-                }
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-            }
-        }
+            })
+            .await
     }
 
     async fn resolve(&self) -> Result<Connection, ResolveError> {

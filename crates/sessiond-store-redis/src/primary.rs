@@ -1,0 +1,121 @@
+//! The primary's connection: where it comes from (a fixed address, or Sentinel) and the one
+//! cache both use.
+//!
+//! The connection is never reconnected in place: `WAIT` counts the writes of its own
+//! connection (R11), so a write and the `WAIT` after it must travel on one connection. A
+//! failed connection is dropped, the call fails (503), and the next call opens a new one (for
+//! Sentinel, asking the sentinels again where the primary is).
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::ConnectionInfo;
+use sessiond_core::StoreError;
+
+use crate::connection::{Connection, TlsRoots, means_primary_moved, multiplexed, store_error};
+use crate::sentinel::SentinelPrimary;
+
+/// A connection opened on first use and kept until it fails. Opening happens one caller at a
+/// time; callers that waited share the result.
+#[derive(Debug, Default)]
+pub(crate) struct CachedConnection {
+    current: Mutex<Option<Connection>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl CachedConnection {
+    fn cached(&self) -> Option<Connection> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The open connection, or the one `open` makes (and the cache keeps).
+    pub(crate) async fn get_or_open<F, Fut>(&self, open: F) -> Result<Connection, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Connection, StoreError>>,
+    {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _turn = self.opening.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let conn = open().await?;
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the connection; the next call opens a new one.
+    pub(crate) fn invalidate(&self) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// A primary at a fixed address (`redis://`).
+#[derive(Debug)]
+pub(crate) struct FixedPrimary {
+    info: ConnectionInfo,
+    roots: TlsRoots,
+    timeout: Duration,
+    connection: CachedConnection,
+}
+
+impl FixedPrimary {
+    pub(crate) fn new(info: ConnectionInfo, roots: TlsRoots, timeout: Duration) -> Self {
+        FixedPrimary {
+            info,
+            roots,
+            timeout,
+            connection: CachedConnection::default(),
+        }
+    }
+}
+
+/// Where the primary comes from.
+#[derive(Debug)]
+pub(crate) enum PrimarySource {
+    /// A fixed address (`redis://`).
+    Fixed(Box<FixedPrimary>),
+    /// Resolved through Sentinel.
+    Sentinel(Box<SentinelPrimary>),
+}
+
+impl PrimarySource {
+    /// The primary's connection (resolving it through Sentinel if needed).
+    pub(crate) async fn connection(&self) -> Result<Connection, StoreError> {
+        match self {
+            PrimarySource::Fixed(p) => {
+                p.connection
+                    .get_or_open(|| async {
+                        multiplexed(p.info.clone(), &p.roots, p.timeout)
+                            .await
+                            .map_err(store_error)
+                    })
+                    .await
+            }
+            PrimarySource::Sentinel(s) => s.connection().await,
+        }
+    }
+
+    /// Notes a failed call: a moved or failed primary is found again next time.
+    pub(crate) fn failed(&self, e: &redis::RedisError) {
+        if !means_primary_moved(e) {
+            return;
+        }
+        match self {
+            PrimarySource::Fixed(p) => p.connection.invalidate(),
+            PrimarySource::Sentinel(s) => s.invalidate(),
+        }
+    }
+}
