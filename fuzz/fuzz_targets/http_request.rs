@@ -20,7 +20,8 @@
 //!
 //! 1. The pure extraction functions of `sessiond_server::extract` on the headers:
 //!    `session_token` (bearer and cookie, conflicts), `api_key` and `if_match`. No panic; a
-//!    token is only ever one that was presented, by the transport it was presented with.
+//!    token is only ever one that was presented, by the transport it was presented with; a
+//!    version is only ever one an `If-Match` named.
 //! 2. The whole axum router, in process (`tower::ServiceExt::oneshot`), over the embedded
 //!    store in a temporary directory (on /dev/shm when it exists, so commits are cheap). No
 //!    panic, no 500; `GET /v1/auth` answers only 200, 401 or 503; every answer carries
@@ -41,14 +42,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode
 use http_body_util::BodyExt as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use sessiond_core::{NewSession, Sessions, SystemClock, Token, UserId};
+use sessiond_core::{Client, NewSession, Origin, Sessions, SystemClock, Token, UserId};
 use sessiond_server::api_keys::ApiKeys;
-use sessiond_server::binding::Binding;
 use sessiond_server::extract::{
-    API_KEY_HEADER, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport, api_key, if_match,
-    session_token,
+    API_KEY_HEADER, CookieNames, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport, api_key,
+    if_match, session_token,
 };
-use sessiond_server::guard::InvalidTokenGuard;
 use sessiond_server::metrics::Metrics;
 use sessiond_server::{App, AppState};
 use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
@@ -83,19 +82,18 @@ impl Fixture {
             let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
                 .expect("embedded store");
             let store: Arc<dyn sessiond_core::SessionStore> = Arc::new(store);
-            let config = sessiond_server::Config::default();
+            let mut config = sessiond_server::Config::default();
+            config.limits.request_timeout = Duration::from_secs(10);
+            config.limits.max_body_bytes = MAX_BODY;
             let sessions = Sessions::new(store, config.policy(), Arc::new(SystemClock));
-            let state = AppState(Arc::new(App {
-                sessions: sessions.clone(),
-                api_keys: ApiKeys::from_config(&[KEY.to_owned()]).expect("api key"),
-                metrics: Arc::new(Metrics::new()),
-                engine: "embedded",
-                request_timeout: Duration::from_secs(10),
-                guard: InvalidTokenGuard::new(&config.guard),
-                persistent_cookies: config.cookie.persistent,
-                binding: Binding::new(config.binding),
-            }));
-            (sessiond_server::app(state, MAX_BODY), sessions)
+            let state = AppState(Arc::new(App::new(
+                &config,
+                sessions.clone(),
+                ApiKeys::from_config(&[KEY.to_owned()]).expect("api key"),
+                Arc::new(Metrics::new()),
+                "embedded",
+            )));
+            (sessiond_server::app(state), sessions)
         });
         // The database stays open; removing its directory now leaves nothing behind when
         // libFuzzer ends the process, however it ends.
@@ -116,12 +114,16 @@ async fn issue(sessions: &Sessions, user: &str) -> Token {
     let mut data = Map::new();
     data.insert("cart".into(), serde_json::json!({"items": [1, 2]}));
     sessions
-        .create(NewSession {
-            user_id: UserId::parse(user).expect("user id"),
-            user_data: data,
-            metadata: Map::new(),
-            ttl: None,
-        })
+        .create(
+            NewSession {
+                user_id: UserId::parse(user).expect("user id"),
+                user_data: data,
+                metadata: Map::new(),
+                ttl: None,
+                replaces: None,
+            },
+            Origin::CLI,
+        )
         .await
         .expect("create a session")
         .token
@@ -191,7 +193,7 @@ fn parse(data: &[u8]) -> Parsed<'_> {
 
 /// Layer 1: the pure extraction functions.
 fn check_extraction(headers: &HeaderMap) {
-    if let Ok((token, transport)) = session_token(headers) {
+    if let Ok((token, transport)) = session_token(headers, CookieNames::AlsoLegacy) {
         let text = token.expose();
         match transport {
             Transport::Bearer => {
@@ -203,7 +205,10 @@ fn check_extraction(headers: &HeaderMap) {
             }
             Transport::Cookie(name) => {
                 assert!(name == SESSION_COOKIE || name == LEGACY_SESSION_COOKIE);
-                assert!(headers.get(header::AUTHORIZATION).is_none());
+                // With a bearer token as well, it is the same token.
+                if let Some(auth) = headers.get(header::AUTHORIZATION) {
+                    assert!(auth.as_bytes().ends_with(text.as_bytes()));
+                }
                 let pair = format!("{name}={text}");
                 assert!(
                     headers
@@ -220,13 +225,19 @@ fn check_extraction(headers: &HeaderMap) {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].as_bytes(), key);
     }
-    if let Ok(Some(version)) = if_match(headers) {
-        let v = headers
-            .get(header::IF_MATCH)
-            .expect("a version without If-Match");
-        let text = v.to_str().expect("a version from a non-text header");
-        let digits = text.trim().trim_matches('"');
-        assert_eq!(digits.parse::<u64>().ok(), Some(version));
+    if let Ok(Some(versions)) = if_match(headers) {
+        let text: Vec<&str> = headers
+            .get_all(header::IF_MATCH)
+            .iter()
+            .map(|v| v.to_str().expect("versions from a non-text header"))
+            .collect();
+        assert!(!text.is_empty(), "versions without If-Match");
+        for version in versions {
+            assert!(
+                text.iter().any(|t| t.contains(&version.to_string())),
+                "a version that no If-Match names"
+            );
+        }
     }
 }
 
@@ -259,6 +270,13 @@ fuzz_target!(|data: &[u8]| {
         .body(Body::from(req.body.to_vec()))
         .expect("request");
     *request.headers_mut() = req.headers;
+    // Every HTTP/1.1 request over a socket carries a Host (the router refuses one without, or
+    // with two): add it when the input has none, so the input reaches the handlers.
+    if !request.headers().contains_key(header::HOST) {
+        request
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("sessiond"));
+    }
 
     f.rt.block_on(async {
         let response = f
@@ -333,7 +351,10 @@ fuzz_target!(|data: &[u8]| {
     let mut tokens = f.tokens.lock().expect("tokens");
     for (i, user) in [(0, "fuzz-user"), (1, "other-user")] {
         let t = if i == 0 { &tokens.0 } else { &tokens.1 };
-        if f.rt.block_on(f.sessions.authenticate(t)).is_err() {
+        if f.rt
+            .block_on(f.sessions.authenticate(t, Origin::holder(Client::NONE)))
+            .is_err()
+        {
             let fresh = f.rt.block_on(issue(&f.sessions, user));
             if i == 0 {
                 tokens.0 = fresh;

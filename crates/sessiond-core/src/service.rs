@@ -344,15 +344,16 @@ impl Sessions {
 
     /// Applies an RFC 7396 merge patch to `userData`, as compare-and-set on `version`.
     ///
-    /// With `if_match`, the patch applies only to that version (else
-    /// [`SessionError::PreconditionFailed`]). Without it, the read-merge-write loop retries
-    /// until it wins, so concurrent patches never lose each other's changes. A patch that
-    /// changes nothing leaves `version` as it is.
+    /// With `if_match`, the patch applies only to one of those versions (else
+    /// [`SessionError::PreconditionFailed`]; an empty list matches nothing). Without it, the
+    /// read-merge-write loop retries until it wins, so concurrent patches never lose each
+    /// other's changes. A patch that changes nothing (or no patch at all, `None`) leaves
+    /// `version` as it is, and is still refused when `if_match` is stale.
     pub async fn patch(
         &self,
         id: &SessionId,
-        patch: &Value,
-        if_match: Option<u64>,
+        patch: Option<&Value>,
+        if_match: Option<&[u64]>,
     ) -> Result<SessionRecord, SessionError> {
         let limits = &self.policy.data;
         for _ in 0..PATCH_ATTEMPTS {
@@ -363,12 +364,15 @@ impl Sessions {
                 .await?
                 .ok_or(SessionError::NotFound)?;
             if let Some(expected) = if_match
-                && expected != current.version
+                && !expected.contains(&current.version)
             {
                 return Err(SessionError::PreconditionFailed {
                     current: current.version,
                 });
             }
+            let Some(patch) = patch else {
+                return Ok(current);
+            };
             let mut merged = Value::Object(current.user_data.clone());
             merge_patch(&mut merged, patch);
             let Value::Object(user_data) = merged else {

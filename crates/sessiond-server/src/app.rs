@@ -79,7 +79,26 @@ async fn not_found() -> ApiError {
 /// The layer around everything (one layer, not two: each costs a boxed future per request):
 /// the request timeout, then the headers every answer carries.
 async fn outer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !one_host(&req) {
+        let refused =
+            ApiError::BadRequest("An HTTP/1.1 request needs exactly one Host header.".into());
+        // The gateway's check answers only 200, 401 or 503 (a gateway turns anything else into
+        // an error of its own): there the refusal is a 401.
+        let refused = if req.uri().path() == "/v1/auth" {
+            refused.for_forward_auth()
+        } else {
+            refused
+        };
+        return harden(refused.into_response());
+    }
     harden(request_timeout(state.request_timeout, req, next).await)
+}
+
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without a `Host` header or with
+/// more than one (hyper serves them; two `Host`s are how some smuggling attempts start).
+fn one_host(req: &Request) -> bool {
+    req.version() != axum::http::Version::HTTP_11
+        || req.headers().get_all(header::HOST).iter().count() == 1
 }
 
 /// Answers 503 when a request takes longer than the configured limit, so no request (and no

@@ -100,6 +100,21 @@ pub struct CookieConfig {
     /// Give the cookie a `Max-Age` (the session's absolute lifetime) so it survives a browser
     /// restart. Off by default: a session cookie ends with the browser (S15).
     pub persistent: bool,
+    /// Also take a token from a `sid` cookie, for apps that cannot use the `__Host-` prefix.
+    /// Off by default: any subdomain can plant a `sid` cookie, so it could keep a user logged
+    /// out or log a user in as someone else; `__Host-sid` wins whenever both are sent.
+    pub accept_legacy_sid: bool,
+}
+
+impl CookieConfig {
+    /// The cookie names that carry a session token.
+    pub fn names(&self) -> crate::extract::CookieNames {
+        if self.accept_legacy_sid {
+            crate::extract::CookieNames::AlsoLegacy
+        } else {
+            crate::extract::CookieNames::HostOnly
+        }
+    }
 }
 
 /// Counting invalid-token attempts per client (see `guard`).
@@ -542,6 +557,14 @@ impl Config {
                 reason: e.to_string(),
             })?;
         }
+        if self.redis.key_prefix.is_empty() {
+            // Revoke-everyone removes every key under the prefix's record and index
+            // namespaces: with no prefix those are `s:*` and `u:*`, which other data may use.
+            return invalid(
+                "redis.key_prefix",
+                "must not be empty (keys of other data could be taken for sessiond's)",
+            );
+        }
         if self.redis.key_prefix.contains(['{', '}']) {
             return invalid("redis.key_prefix", "must not contain { or }");
         }
@@ -749,6 +772,8 @@ mod tests {
         assert_eq!(c.redis_read_from, sessiond_store_redis::ReadFrom::Primary);
         let e = load_with(&[("SESSIOND_REDIS_URL", "http://x")], None).unwrap_err();
         assert!(e.to_string().contains("redis_url"), "{e}");
+        let e = load_with(&[("SESSIOND_REDIS__KEY_PREFIX", "")], None).unwrap_err();
+        assert!(e.to_string().contains("redis.key_prefix"), "{e}");
         let e = load_with(&[("SESSIOND_REDIS_READ_FROM", "nearest")], None).unwrap_err();
         assert!(
             e.to_string().to_lowercase().contains("redis_read_from"),

@@ -7,10 +7,14 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use sessiond_core::{SessionRecord, Timestamp};
 use sessiond_wire::cookie::{clear_cookie, set_cookie};
+use sessiond_wire::credential::CookieNames;
 
 /// The session cookies of a request (see [`sessiond_wire::cookie::session_cookies`]).
-pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&'static str, &[u8])> {
-    sessiond_wire::cookie::session_cookies(headers)
+pub fn session_cookies(
+    headers: &HeaderMap,
+    names: CookieNames,
+) -> impl Iterator<Item = (&'static str, &[u8])> {
+    sessiond_wire::cookie::session_cookies(headers, names)
 }
 
 /// Adds `Set-Cookie` for `name` carrying `token` for `record`'s session; a persistent cookie

@@ -91,7 +91,7 @@ impl FromRequestParts<AppState> for Backend {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = api_key(&parts.headers)
             .and_then(|presented| state.api_keys.identify(presented))
-            .ok_or(ApiError::Unauthorized)?;
+            .ok_or(ApiError::NoApiKey)?;
         Ok(Backend {
             key,
             client: ClientAddr::from_parts(parts, state),
@@ -130,18 +130,19 @@ impl Holder {
         let client = ClientAddr::from_parts(parts, state);
         state.guard.admit(&state.metrics, client.ip)?;
         let origin = Origin::holder(client.client());
-        let (token, transport) = session_token(&parts.headers).inspect_err(|_| {
-            state.sessions.report(
-                EventKind::InvalidToken {
-                    reason: InvalidReason::Malformed,
-                },
-                None,
-                origin,
-            );
-            state
-                .guard
-                .refused(&state.metrics, &parts.headers, client.ip);
-        })?;
+        let (token, transport) =
+            session_token(&parts.headers, state.cookie_names).inspect_err(|_| {
+                state.sessions.report(
+                    EventKind::InvalidToken {
+                        reason: InvalidReason::Malformed,
+                    },
+                    None,
+                    origin,
+                );
+                state
+                    .guard
+                    .refused(&state.metrics, &parts.headers, client.ip);
+            })?;
         let authenticated = if documents {
             state.sessions.authenticate(&token, origin).await
         } else {

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Missing, malformed, expired or revoked credential: one answer for all.
     #[error("unauthorized")]
     Unauthorized,
+    /// A backend route without a valid `X-Api-Key`.
+    #[error("unauthorized backend")]
+    NoApiKey,
     /// Malformed input; the detail says what to fix.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -72,7 +75,7 @@ impl ApiError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::NoApiKey => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -92,6 +95,7 @@ impl ApiError {
     pub fn for_forward_auth(self) -> ApiError {
         match self {
             ApiError::Unauthorized
+            | ApiError::NoApiKey
             | ApiError::Unavailable(_)
             | ApiError::Timeout
             | ApiError::CheckFailed => self,
@@ -108,7 +112,7 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::NoApiKey => {
                 "A valid session token or API key is required for this request.".into()
             }
             ApiError::BadRequest(d) | ApiError::PayloadTooLarge(d) | ApiError::Conflict(d) => {
@@ -160,6 +164,18 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // RFC 9110 §11.6.1: a 401 names how to authenticate.
+        let challenge = match self {
+            ApiError::Unauthorized => Some(r#"Bearer realm="sessiond""#),
+            ApiError::NoApiKey => Some(r#"ApiKey realm="sessiond", header="X-Api-Key""#),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if matches!(self, ApiError::BodyTooLarge) {
             response

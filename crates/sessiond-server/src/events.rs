@@ -4,13 +4,13 @@
 //! fans it out to [`MetricsSink`] and [`LogSink`] (and whatever the embedding process adds).
 //! Neither sees a token: events carry none.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sessiond_core::{EventKind, EventSink, SessionEvent, SessionId};
 
 use crate::metrics::Metrics;
+use crate::windows::Windows;
 
 /// Counts every event under `sessiond_session_events_total{event}`.
 #[derive(Debug)]
@@ -32,9 +32,18 @@ const MAX_MISMATCH_REMEMBERED: usize = 100_000;
 /// actor and client): changes at `info`, revoke-everyone and binding mismatches at `warn`
 /// (the latter at most once a minute per session), refused tokens at `debug` (an attacker
 /// controls how many there are; the counter and the guard's warning are the signal).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogSink {
-    mismatch_logged: Mutex<HashMap<SessionId, Instant>>,
+    /// Sessions whose mismatch was logged in the last minute.
+    mismatch_logged: Mutex<Windows<SessionId, ()>>,
+}
+
+impl Default for LogSink {
+    fn default() -> Self {
+        LogSink {
+            mismatch_logged: Mutex::new(Windows::new(MISMATCH_LOG_EVERY, MAX_MISMATCH_REMEMBERED)),
+        }
+    }
 }
 
 impl LogSink {
@@ -43,46 +52,32 @@ impl LogSink {
         LogSink::default()
     }
 
-    /// Whether a mismatch of session `id` at `now` should be logged (not in the last minute).
+    /// Whether a mismatch of session `id` at `now` should be logged (not in the last minute;
+    /// always, when too many sessions were logged lately to remember another).
     fn should_log_mismatch(&self, id: &SessionId, now: Instant) -> bool {
         let Ok(mut logged) = self.mismatch_logged.lock() else {
             return true;
         };
-        if let Some(last) = logged.get(id)
-            && now.duration_since(*last) < MISMATCH_LOG_EVERY
-        {
-            return false;
-        }
-        if logged.len() >= MAX_MISMATCH_REMEMBERED {
-            logged.retain(|_, last| now.duration_since(*last) < MISMATCH_LOG_EVERY);
-            if logged.len() >= MAX_MISMATCH_REMEMBERED {
-                return true;
-            }
-        }
-        logged.insert(id.clone(), now);
-        true
+        logged.open(id, now, || ()).is_none_or(|(_, new)| new)
     }
 }
 
 impl EventSink for LogSink {
     fn emit(&self, e: &SessionEvent<'_>) {
+        // Every field is written inside the macros: they evaluate their arguments only when
+        // the level is enabled, so a filtered-out event costs no formatting.
         let name = e.kind.name();
         let event = name.log_event();
-        let message = name.describe();
         let session_id = e.session_id.map(SessionId::as_str);
-        let user_id = e.user_id.map(|u| u.as_str());
-        let actor = e.actor.as_str();
-        let key_id = e.actor.key_id().map(|k| k.to_string());
-        let client_ip = e.client.address.map(|a| a.to_string());
-        let user_agent = e.client.user_agent;
         match e.kind {
             EventKind::InvalidToken { reason } => tracing::debug!(
                 event,
                 reason = reason.as_str(),
                 session_id,
-                actor,
-                client_ip,
-                "{message}"
+                actor = e.actor.as_str(),
+                client_ip = e.client.address.map(tracing::field::display),
+                "{}",
+                name.describe()
             ),
             EventKind::BindingMismatch { property, refused } => {
                 if let Some(id) = e.session_id
@@ -95,38 +90,41 @@ impl EventSink for LogSink {
                     property = property.as_str(),
                     refused,
                     session_id,
-                    user_id,
-                    client_ip,
-                    user_agent,
+                    user_id = e.user_id.map(|u| u.as_str()),
+                    client_ip = e.client.address.map(tracing::field::display),
+                    user_agent = e.client.user_agent,
                     "a session is used by another client than the one that logged in"
                 );
             }
             EventKind::RevokedEveryone { count } => tracing::warn!(
                 event,
                 revoked = count,
-                actor,
-                key_id,
-                client_ip,
-                "{message}"
+                actor = e.actor.as_str(),
+                key_id = e.actor.key_id().map(tracing::field::display),
+                client_ip = e.client.address.map(tracing::field::display),
+                "{}",
+                name.describe()
             ),
             EventKind::RevokedAll { count, kept } => tracing::info!(
                 event,
-                user_id,
+                user_id = e.user_id.map(|u| u.as_str()),
                 revoked = count,
                 kept = kept.map(SessionId::as_str),
-                actor,
-                key_id,
-                client_ip,
-                "{message}"
+                actor = e.actor.as_str(),
+                key_id = e.actor.key_id().map(tracing::field::display),
+                client_ip = e.client.address.map(tracing::field::display),
+                "{}",
+                name.describe()
             ),
             EventKind::Replaced { by } | EventKind::Evicted { by } => tracing::info!(
                 event,
                 session_id,
-                user_id,
+                user_id = e.user_id.map(|u| u.as_str()),
                 by = by.as_str(),
-                actor,
-                key_id,
-                "{message}"
+                actor = e.actor.as_str(),
+                key_id = e.actor.key_id().map(tracing::field::display),
+                "{}",
+                name.describe()
             ),
             EventKind::Created
             | EventKind::Rotated
@@ -135,12 +133,13 @@ impl EventSink for LogSink {
             | EventKind::Expired => tracing::info!(
                 event,
                 session_id,
-                user_id,
-                actor,
-                key_id,
-                client_ip,
-                user_agent,
-                "{message}"
+                user_id = e.user_id.map(|u| u.as_str()),
+                actor = e.actor.as_str(),
+                key_id = e.actor.key_id().map(tracing::field::display),
+                client_ip = e.client.address.map(tracing::field::display),
+                user_agent = e.client.user_agent,
+                "{}",
+                name.describe()
             ),
         }
     }

@@ -16,38 +16,81 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use sessiond_wire::credential::{
-    API_KEY_HEADER, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport, api_key,
+    API_KEY_HEADER, CookieNames, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport, api_key,
 };
 
 /// The token presented with a request, shape-checked (see
 /// [`sessiond_wire::credential::session_token`]); every refusal is one `401`.
-pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), ApiError> {
-    sessiond_wire::credential::session_token(headers).map_err(|_| ApiError::Unauthorized)
+pub fn session_token(
+    headers: &HeaderMap,
+    names: CookieNames,
+) -> Result<(Token, Transport), ApiError> {
+    sessiond_wire::credential::session_token(headers, names).map_err(|_| ApiError::Unauthorized)
 }
 
-/// `If-Match: "<version>"`. `*` or no header means "any version". A bare number is accepted
-/// too; weak tags are refused, as RFC 9110 §13.1.1 requires strong comparison.
-pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let bad = || ApiError::BadRequest("If-Match must be one version, written \"3\".".into());
-    let mut values = headers.get_all(header::IF_MATCH).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
+/// `If-Match` (RFC 9110 §13.1.1): `None` for no header or `*` (any version), else the versions
+/// that match: the strong entity tags `"<version>"` of every listed member, over every
+/// `If-Match` line. A weak tag (`W/"3"`) never matches under the strong comparison `If-Match`
+/// uses, nor does a tag that is no version, so a list of only those matches nothing (`412`).
+/// A bare number (`3`) is read as `"3"`. Anything that is not a list of entity tags is `400`.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<u64>>, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(
+            "If-Match must be * or entity tags, such as \"3\" or \"3\", \"4\".".into(),
+        )
     };
-    if values.next().is_some() {
-        return Err(bad());
+    let mut versions = Vec::new();
+    let mut any = false;
+    let mut present = false;
+    for value in headers.get_all(header::IF_MATCH) {
+        present = true;
+        let mut rest = value.to_str().map_err(|_| bad())?;
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(after) = rest.strip_prefix('*') {
+                any = true;
+                rest = after;
+                continue;
+            }
+            let (weak, tag) = match rest.strip_prefix("W/") {
+                Some(after) => (true, after),
+                None => (false, rest),
+            };
+            let (opaque, after) = if let Some(quoted) = tag.strip_prefix('"') {
+                let close = quoted.find('"').ok_or_else(bad)?;
+                (&quoted[..close], &quoted[close + 1..])
+            } else if !weak {
+                // A bare number, read as its strong tag.
+                let end = tag.find([',', ' ', '\t']).unwrap_or(tag.len());
+                let digits = &tag[..end];
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                (digits, &tag[end..])
+            } else {
+                return Err(bad());
+            };
+            if !after.is_empty() && !after.starts_with([',', ' ', '\t']) {
+                return Err(bad());
+            }
+            if !weak
+                && opaque.len() <= 20
+                && !opaque.is_empty()
+                && opaque.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(v) = opaque.parse::<u64>()
+            {
+                versions.push(v);
+            }
+            rest = after;
+        }
     }
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    if text == "*" {
+    if !present || any {
         return Ok(None);
     }
-    let digits = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    digits.parse().map(Some).map_err(|_| bad())
+    Ok(Some(versions))
 }
 
 /// A JSON request body: `Content-Type: application/json` (or RFC 7396's
@@ -235,21 +278,26 @@ mod tests {
 
     #[test]
     fn if_match_forms() {
+        let parse = |v: &str| if_match(&headers(&[("if-match", v)]));
         assert_eq!(if_match(&headers(&[])).unwrap(), None);
+        assert_eq!(parse("\"3\"").unwrap(), Some(vec![3]));
+        assert_eq!(parse("3").unwrap(), Some(vec![3]));
+        assert_eq!(parse("*").unwrap(), None);
+        assert_eq!(parse("\"1\", \"2\"").unwrap(), Some(vec![1, 2]));
+        assert_eq!(parse("\"1\",\"2\"").unwrap(), Some(vec![1, 2]));
+        // Weak tags and tags that are no version match nothing (412, not 400).
+        assert_eq!(parse("W/\"3\"").unwrap(), Some(vec![]));
+        assert_eq!(parse("W/\"3\", \"4\"").unwrap(), Some(vec![4]));
+        assert_eq!(parse("\"x\"").unwrap(), Some(vec![]));
+        assert_eq!(parse("\"\"").unwrap(), Some(vec![]));
+        assert_eq!(parse("\"99999999999999999999999\"").unwrap(), Some(vec![]));
+        // Two lines are one list.
         assert_eq!(
-            if_match(&headers(&[("if-match", "\"3\"")])).unwrap(),
-            Some(3)
+            if_match(&headers(&[("if-match", "\"1\""), ("if-match", "\"5\"")])).unwrap(),
+            Some(vec![1, 5])
         );
-        assert_eq!(if_match(&headers(&[("if-match", "3")])).unwrap(), Some(3));
-        assert_eq!(if_match(&headers(&[("if-match", "*")])).unwrap(), None);
-        for bad in [
-            "W/\"3\"",
-            "\"\"",
-            "\"x\"",
-            "\"99999999999999999999999\"",
-            "\"1\", \"2\"",
-        ] {
-            assert!(if_match(&headers(&[("if-match", bad)])).is_err(), "{bad}");
+        for bad in ["\"3", "x", "W/3", "\"3\"x", "3x"] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

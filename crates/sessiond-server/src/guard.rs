@@ -12,9 +12,10 @@
 //! which answers `401` because gateways accept only 200, 401 or 503 from it.
 //!
 //! The table is bounded (`MAX_SOURCES`); when it is full of live windows, new sources are not
-//! tracked until a window ends, so memory stays flat under a spray from many addresses.
+//! tracked until a window ends, so memory stays flat under a spray from many addresses, and
+//! ended windows are evicted oldest first in constant time (`windows`), so a full table costs
+//! a new source no scan.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use axum::http::{HeaderMap, header};
 
 use crate::config::GuardConfig;
 use crate::error::ApiError;
+use crate::extract::CookieNames;
+use crate::windows::Windows;
 
 /// Length of a source's counting window.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -35,13 +38,10 @@ pub struct InvalidTokenGuard {
     limit: u32,
     reject: bool,
     client_ip_header: Option<header::HeaderName>,
-    sources: Mutex<HashMap<IpAddr, Window>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    started: Instant,
-    count: u32,
+    /// Which cookies carry a session token (only those count as presented).
+    cookie_names: CookieNames,
+    /// Invalid tokens per source in its current window.
+    sources: Mutex<Windows<IpAddr, u32>>,
 }
 
 /// What recording an attempt found.
@@ -54,8 +54,9 @@ pub enum Recorded {
 }
 
 impl InvalidTokenGuard {
-    /// A guard as configured.
-    pub fn new(config: &GuardConfig) -> Self {
+    /// A guard as configured, counting requests that present a token in `Authorization` or
+    /// in a cookie of `cookie_names`.
+    pub fn new(config: &GuardConfig, cookie_names: CookieNames) -> Self {
         InvalidTokenGuard {
             limit: config.invalid_token_limit,
             reject: config.reject_over_limit && config.invalid_token_limit > 0,
@@ -64,7 +65,8 @@ impl InvalidTokenGuard {
                 .as_deref()
                 .filter(|h| !h.is_empty())
                 .and_then(|h| header::HeaderName::from_bytes(h.as_bytes()).ok()),
-            sources: Mutex::new(HashMap::new()),
+            cookie_names,
+            sources: Mutex::new(Windows::new(WINDOW, MAX_SOURCES)),
         }
     }
 
@@ -89,33 +91,21 @@ impl InvalidTokenGuard {
             return false;
         };
         sources
-            .get(&source)
-            .is_some_and(|w| now.duration_since(w.started) < WINDOW && w.count > self.limit)
+            .get(&source, now)
+            .is_some_and(|count| *count > self.limit)
     }
 
-    /// Counts one invalid-token attempt from `source` at `now`.
+    /// Counts one invalid-token attempt from `source` at `now`. When the table is full of
+    /// live windows, a new source is not tracked until one ends (constant time either way).
     pub fn record(&self, source: IpAddr, now: Instant) -> Recorded {
         let Ok(mut sources) = self.sources.lock() else {
             return Recorded::Counted;
         };
-        if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
-            sources.retain(|_, w| now.duration_since(w.started) < WINDOW);
-            if sources.len() >= MAX_SOURCES {
-                return Recorded::Counted;
-            }
-        }
-        let w = sources.entry(source).or_insert(Window {
-            started: now,
-            count: 0,
-        });
-        if now.duration_since(w.started) >= WINDOW {
-            *w = Window {
-                started: now,
-                count: 0,
-            };
-        }
-        w.count = w.count.saturating_add(1);
-        if self.limit > 0 && w.count == self.limit.saturating_add(1) {
+        let Some((count, _)) = sources.open(&source, now, || 0) else {
+            return Recorded::Counted;
+        };
+        *count = count.saturating_add(1);
+        if self.limit > 0 && *count == self.limit.saturating_add(1) {
             Recorded::CrossedLimit
         } else {
             Recorded::Counted
@@ -127,19 +117,23 @@ impl InvalidTokenGuard {
         let Ok(sources) = self.sources.lock() else {
             return WINDOW.as_secs();
         };
-        sources.get(&source).map_or(WINDOW.as_secs(), |w| {
-            WINDOW
-                .saturating_sub(now.duration_since(w.started))
-                .as_secs()
-                .max(1)
-        })
+        sources
+            .started(&source, now)
+            .map_or(WINDOW.as_secs(), |started| {
+                WINDOW
+                    .saturating_sub(now.duration_since(started))
+                    .as_secs()
+                    .max(1)
+            })
     }
 }
 
 /// Whether a request carries a session credential (a token to count if it is refused).
-fn presents_token(headers: &HeaderMap) -> bool {
+fn presents_token(headers: &HeaderMap, names: CookieNames) -> bool {
     headers.contains_key(header::AUTHORIZATION)
-        || crate::cookie::session_cookies(headers).next().is_some()
+        || crate::cookie::session_cookies(headers, names)
+            .next()
+            .is_some()
 }
 
 impl InvalidTokenGuard {
@@ -173,7 +167,7 @@ impl InvalidTokenGuard {
         source: Option<IpAddr>,
     ) {
         let Some(ip) = source else { return };
-        if !presents_token(headers) {
+        if !presents_token(headers, self.cookie_names) {
             return;
         }
         if self.record(ip, Instant::now()) == Recorded::CrossedLimit {
@@ -195,11 +189,14 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn guard(limit: u32) -> InvalidTokenGuard {
-        InvalidTokenGuard::new(&GuardConfig {
-            invalid_token_limit: limit,
-            reject_over_limit: true,
-            client_ip_header: Some("x-real-ip".into()),
-        })
+        InvalidTokenGuard::new(
+            &GuardConfig {
+                invalid_token_limit: limit,
+                reject_over_limit: true,
+                client_ip_header: Some("x-real-ip".into()),
+            },
+            CookieNames::AlsoLegacy,
+        )
     }
 
     #[test]
@@ -236,13 +233,17 @@ mod tests {
     #[test]
     fn only_requests_with_a_session_credential_count() {
         let mut h = HeaderMap::new();
-        assert!(!presents_token(&h));
+        assert!(!presents_token(&h, CookieNames::AlsoLegacy));
         h.insert(header::COOKIE, HeaderValue::from_static("theme=dark"));
-        assert!(!presents_token(&h));
+        assert!(!presents_token(&h, CookieNames::AlsoLegacy));
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("theme=dark; sid=x"),
         );
-        assert!(presents_token(&h));
+        assert!(presents_token(&h, CookieNames::AlsoLegacy));
+        assert!(
+            !presents_token(&h, CookieNames::HostOnly),
+            "sid is no credential unless configured"
+        );
     }
 }

@@ -27,6 +27,7 @@
 //! - [`instrumented`]: the stack's layer that times store operations.
 //! - [`sweeper`]: reclaims expired sessions, each reported as an event.
 //! - [`tls`]: HTTPS on the listener.
+//! - `windows`: bounded per-key time windows with constant-time eviction (the guard, the log).
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 //! - [`serve`]: the accept loop with connection limits and graceful shutdown.
 
@@ -49,6 +50,7 @@ pub mod stack;
 pub mod state;
 pub mod sweeper;
 pub mod tls;
+mod windows;
 
 /// The JSON documents of the API and the problem document, shared with clients
 /// (`sessiond_wire`).
@@ -139,17 +141,13 @@ pub async fn run_with(
     let sessions =
         Sessions::new(store.clone(), config.policy(), hooks.clock).with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
-    let state = AppState(Arc::new(App {
+    let state = AppState(Arc::new(App::new(
+        &config,
         sessions,
         api_keys,
         metrics,
-        engine: engine_name,
-        request_timeout: config.limits.request_timeout,
-        max_body_bytes: config.limits.max_body_bytes,
-        guard: guard::InvalidTokenGuard::new(&config.guard),
-        persistent_cookies: config.cookie.persistent,
-        binding: config.binding,
-    }));
+        engine_name,
+    )));
     let router = app(state);
     let tls = tls::acceptor(&config.tls)?;
     tracing::info!(

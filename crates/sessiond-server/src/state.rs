@@ -29,11 +29,38 @@ pub struct App {
     pub guard: InvalidTokenGuard,
     /// Whether session cookies carry a `Max-Age`.
     pub persistent_cookies: bool,
+    /// Which cookies carry a session token.
+    pub cookie_names: crate::extract::CookieNames,
     /// What a request from another client than the login's gets.
     pub binding: crate::binding::BindingConfig,
 }
 
 impl App {
+    /// The shared state of a service configured by `config`, over `sessions` (whose store
+    /// stack, clock and event sinks the caller built), accepting `api_keys`, on the engine
+    /// named `engine`. The one place `App` is assembled, so an embedding process (or the
+    /// fuzz target) never assembles it field by field.
+    pub fn new(
+        config: &crate::Config,
+        sessions: Sessions,
+        api_keys: ApiKeys,
+        metrics: Arc<Metrics>,
+        engine: &'static str,
+    ) -> Self {
+        App {
+            sessions,
+            api_keys,
+            metrics,
+            engine,
+            request_timeout: config.limits.request_timeout,
+            max_body_bytes: config.limits.max_body_bytes,
+            guard: InvalidTokenGuard::new(&config.guard, config.cookie.names()),
+            cookie_names: config.cookie.names(),
+            persistent_cookies: config.cookie.persistent,
+            binding: config.binding,
+        }
+    }
+
     /// For a `Set-Cookie`: the time a persistent cookie's `Max-Age` counts from, or `None`
     /// when cookies end with the browser.
     pub fn persistent_cookie_start(&self) -> Option<sessiond_core::Timestamp> {

@@ -9,16 +9,28 @@
 
 use http::{HeaderMap, header};
 
-use crate::credential::{LEGACY_SESSION_COOKIE, SESSION_COOKIE};
+use crate::credential::{CookieNames, LEGACY_SESSION_COOKIE, SESSION_COOKIE};
 
 /// The attributes of every session cookie sessiond sets.
 pub const ATTRIBUTES: &str = "Path=/; Secure; HttpOnly; SameSite=Lax";
 
 /// The session cookies of a request, by the name they were sent under, in the order sent:
-/// every `name=value` pair of every `Cookie` header whose name is a session cookie's. Read as
-/// bytes, so a non-UTF-8 byte in another cookie hides nothing (the token extraction and the
+/// every `name=value` pair of every `Cookie` header whose name carries a session token under
+/// `names` (with [`CookieNames::AlsoLegacy`], `sid` only when no `__Host-sid` was sent). Read
+/// as bytes, so a non-UTF-8 byte in another cookie hides nothing (the token extraction and the
 /// server's invalid-token guard both read cookies through this one parser).
-pub fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&'static str, &[u8])> {
+pub fn session_cookies(
+    headers: &HeaderMap,
+    names: CookieNames,
+) -> impl Iterator<Item = (&'static str, &[u8])> {
+    let host_sent = all_session_cookies(headers).any(|(name, _)| name == SESSION_COOKIE);
+    all_session_cookies(headers).filter(move |(name, _)| {
+        *name == SESSION_COOKIE || (names == CookieNames::AlsoLegacy && !host_sent)
+    })
+}
+
+/// Every `__Host-sid` and `sid` pair, whatever the configuration.
+fn all_session_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&'static str, &[u8])> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -67,7 +79,7 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("theme=dark;__Host-sid=c.d"),
         );
-        let found: Vec<(&str, &[u8])> = session_cookies(&h).collect();
+        let found: Vec<(&str, &[u8])> = all_session_cookies(&h).collect();
         assert_eq!(
             found,
             vec![

@@ -23,9 +23,10 @@ pub const SESSION_ID_HEADER: &str = "x-session-id";
 /// How a token holder presented its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// `Authorization: Bearer`.
+    /// `Authorization: Bearer` alone.
     Bearer,
-    /// A session cookie, by the name the client used.
+    /// A session cookie, by the name the client used (with or without the same token as a
+    /// bearer token): the answer keeps that cookie up to date.
     Cookie(&'static str),
 }
 
@@ -43,9 +44,24 @@ impl std::fmt::Display for NoToken {
 
 impl std::error::Error for NoToken {}
 
+/// Which cookie names carry a session token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CookieNames {
+    /// `__Host-sid` only (the default): a `sid` cookie is not a credential.
+    #[default]
+    HostOnly,
+    /// `__Host-sid`, and `sid` for apps that cannot use the `__Host-` prefix; when both are
+    /// sent, `__Host-sid` wins. A `sid` cookie can be planted by any subdomain (it has no
+    /// `__Host-` guarantees), so it never decides over `__Host-sid`.
+    AlsoLegacy,
+}
+
 /// The token presented with a request, shape-checked, and how it came (RFC 6750 §2: a client
 /// uses one method, so a bearer token and a cookie that differ are refused).
-pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), NoToken> {
+pub fn session_token(
+    headers: &HeaderMap,
+    names: CookieNames,
+) -> Result<(Token, Transport), NoToken> {
     let mut candidates: Vec<(&[u8], Transport)> = Vec::new();
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(value) = auth.next() {
@@ -54,13 +70,20 @@ pub fn session_token(headers: &HeaderMap) -> Result<(Token, Transport), NoToken>
         }
         candidates.push((bearer_token(value.as_bytes())?, Transport::Bearer));
     }
-    for (name, value) in session_cookies(headers) {
+    for (name, value) in session_cookies(headers, names) {
         candidates.push((value, Transport::Cookie(name)));
     }
-    let (value, transport) = *candidates.first().ok_or(NoToken)?;
+    let (value, _) = *candidates.first().ok_or(NoToken)?;
     if candidates.iter().any(|(other, _)| *other != value) {
         return Err(NoToken);
     }
+    // Sent by bearer and cookie alike, it is a browser's: a rotate renews the cookie and a
+    // logout clears it.
+    let transport = candidates
+        .iter()
+        .map(|(_, t)| *t)
+        .find(|t| matches!(t, Transport::Cookie(_)))
+        .unwrap_or(Transport::Bearer);
     let text = std::str::from_utf8(value).map_err(|_| NoToken)?;
     let token = Token::parse(text).map_err(|_| NoToken)?;
     Ok((token, transport))
@@ -135,11 +158,12 @@ mod tests {
                     ("authorization", format!("Bearer {t}")),
                     ("cookie", format!("sid={t}")),
                 ],
-                Transport::Bearer,
+                Transport::Cookie(LEGACY_SESSION_COOKIE),
             ),
         ] {
             let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let (tok, transport) = session_token(&headers(&pairs)).unwrap();
+            let (tok, transport) =
+                session_token(&headers(&pairs), CookieNames::AlsoLegacy).unwrap();
             assert_eq!(tok.expose(), t);
             assert_eq!(transport, want);
         }
@@ -168,13 +192,53 @@ mod tests {
                 ("authorization", format!("Bearer {t}")),
                 ("cookie", format!("sid={u}")),
             ],
-            vec![("cookie", format!("sid={t}; __Host-sid={u}"))],
             vec![("cookie", "sid=".into())],
             vec![("authorization", format!("Bearer {}", &t[1..]))],
         ];
         for case in cases {
             let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            assert!(session_token(&headers(&pairs)).is_err(), "{case:?}");
+            assert!(
+                session_token(&headers(&pairs), CookieNames::AlsoLegacy).is_err(),
+                "{case:?}"
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod cookie_name_tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn token() -> String {
+        Token::generate(&sessiond_core::UserId::parse("u").unwrap())
+            .unwrap()
+            .expose()
+    }
+
+    fn cookie(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn host_sid_wins_over_a_planted_sid_and_sid_is_off_by_default() {
+        let (good, planted) = (token(), token());
+        let both = cookie(&format!("sid={planted}; __Host-sid={good}"));
+        for names in [CookieNames::HostOnly, CookieNames::AlsoLegacy] {
+            let (t, transport) = session_token(&both, names).unwrap();
+            assert_eq!(t.expose(), good, "{names:?}");
+            assert_eq!(transport, Transport::Cookie(SESSION_COOKIE));
+        }
+        let legacy_only = cookie(&format!("sid={good}"));
+        assert_eq!(
+            session_token(&legacy_only, CookieNames::HostOnly).err(),
+            Some(NoToken),
+            "sid is not a credential unless configured"
+        );
+        let (t, transport) = session_token(&legacy_only, CookieNames::AlsoLegacy).unwrap();
+        assert_eq!(t.expose(), good);
+        assert_eq!(transport, Transport::Cookie(LEGACY_SESSION_COOKIE));
     }
 }

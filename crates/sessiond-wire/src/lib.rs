@@ -19,7 +19,9 @@ pub mod credential;
 pub mod document;
 pub mod problem;
 
-pub use credential::{API_KEY_HEADER, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport};
+pub use credential::{
+    API_KEY_HEADER, CookieNames, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport,
+};
 pub use document::{
     CreateSession, IssuedSession, PatchSession, PatchValue, Revoked, SessionDocument, SessionList,
 };

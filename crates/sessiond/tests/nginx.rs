@@ -640,18 +640,17 @@ fn s05_d08_gateway_passes_identity_and_strips_forged_headers() {
     assert_eq!(seen.one("x-user-id"), Some("user_alice"));
     assert_eq!(seen.one("x-session-id"), Some(session_id.as_str()));
     assert_eq!(seen.one("cookie"), Some("theme=dark; lang=en"));
-    // The legacy `sid` cookie alone, and both names at once: no session cookie reaches the app.
-    for cookie in [
-        format!("sid={token}"),
-        format!("__Host-sid={token}; sid={token}"),
-    ] {
-        let res = nginx.get("/", &[("Cookie", &cookie)]);
-        assert_eq!(res.status, 200, "{cookie}: {res:?}");
-        let seen = app.last();
-        assert_eq!(seen.one("x-user-id"), Some("user_alice"));
-        assert_eq!(seen.one("cookie"), None, "{cookie}");
-    }
-    assert_eq!(app.hits(), 4);
+    // Both names at once: `__Host-sid` decides, and no session cookie reaches the app.
+    let cookie = format!("__Host-sid={token}; sid={token}");
+    let res = nginx.get("/", &[("Cookie", &cookie)]);
+    assert_eq!(res.status, 200, "{cookie}: {res:?}");
+    let seen = app.last();
+    assert_eq!(seen.one("x-user-id"), Some("user_alice"));
+    assert_eq!(seen.one("cookie"), None, "{cookie}");
+    // The legacy `sid` cookie alone is no credential by default (any subdomain can plant it).
+    let res = nginx.get("/", &[("Cookie", &format!("sid={token}"))]);
+    assert_eq!(res.status, 401, "{res:?}");
+    assert_eq!(app.hits(), 3);
 
     // (b) D8: forged identity headers, in every spelling, next to a valid token. The app sees
     // only sessiond's answer, once; none of the forged values reach it.
@@ -673,7 +672,7 @@ fn s05_d08_gateway_passes_identity_and_strips_forged_headers() {
     headers.push(("Authorization", &bearer));
     let res = nginx.get("/admin", &headers);
     assert_eq!(res.status, 200, "{res:?}");
-    assert_eq!(app.hits(), 5);
+    assert_eq!(app.hits(), 4);
     let seen = app.last();
     assert_eq!(seen.all("x-user-id"), ["user_alice"]);
     assert_eq!(seen.all("x-session-id"), [session_id.as_str()]);
@@ -716,7 +715,7 @@ fn s05_d08_gateway_passes_identity_and_strips_forged_headers() {
     assert_unauthorized(&res, "a tampered cookie");
     assert_eq!(
         app.hits(),
-        5,
+        4,
         "a request without a live session reached the app"
     );
 
@@ -725,12 +724,12 @@ fn s05_d08_gateway_passes_identity_and_strips_forged_headers() {
     let res = nginx.get("/_sessiond_auth", &[("Authorization", &bearer)]);
     assert_eq!(res.status, 404, "{res:?}");
     assert!(res.one("x-user-id").is_none());
-    assert_eq!(app.hits(), 5);
+    assert_eq!(app.hits(), 4);
 
     // The app's own errors pass through untouched: only auth failures become 503.
     let res = nginx.get("/app-error", &[("Authorization", &bearer)]);
     assert_eq!(res.status, 500, "{res:?}");
-    assert_eq!(app.hits(), 6);
+    assert_eq!(app.hits(), 5);
 }
 
 #[test]

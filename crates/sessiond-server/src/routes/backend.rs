@@ -148,9 +148,14 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let id = session_id(&path_param(id)?)?;
     let expected = if_match(&headers)?;
-    let record = match body.user_data.0 {
-        Some(patch) => state.sessions.patch(&id, &patch, expected).await?,
-        None => state.sessions.get(&id).await?,
+    let record = match (&body.user_data.0, &expected) {
+        (None, None) => state.sessions.get(&id).await?,
+        (patch, expected) => {
+            state
+                .sessions
+                .patch(&id, patch.as_ref(), expected.as_deref())
+                .await?
+        }
     };
     Ok(session_response(StatusCode::OK, &record))
 }

@@ -80,13 +80,17 @@ pub async fn patch(
     JsonBody(body): JsonBody<PatchSession>,
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
-    let Some(patch) = body.user_data.0 else {
-        return Ok(session_response(StatusCode::OK, &holder.record));
+    // A body without `userData` changes nothing, but a stale `If-Match` is refused all the
+    // same: the precondition is about the request, not about what it changes.
+    let updated = match (&body.user_data.0, &expected) {
+        (None, None) => holder.record,
+        (patch, expected) => {
+            state
+                .sessions
+                .patch(&holder.record.id, patch.as_ref(), expected.as_deref())
+                .await?
+        }
     };
-    let updated = state
-        .sessions
-        .patch(&holder.record.id, &patch, expected)
-        .await?;
     Ok(session_response(StatusCode::OK, &updated))
 }
 

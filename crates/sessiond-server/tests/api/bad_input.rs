@@ -1085,6 +1085,63 @@ async fn d11_oversized_request_heads_get_431() {
     app.shutdown().await;
 }
 
+/// RFC 9112 §3.2 (finding 10 of the hardening review): an HTTP/1.1 request with no `Host`
+/// header, or with two, is answered `400` (a problem document; `401` from the gateway's
+/// check, which may answer nothing else), and does nothing; HTTP/1.0 needs none.
+#[tokio::test]
+async fn d12_an_http_1_1_request_needs_exactly_one_host() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.create_session("user_host").await;
+    for (what, head, status) in [
+        ("no Host", "GET /v1/session HTTP/1.1\r\n".to_owned(), 400),
+        (
+            "two Hosts",
+            "GET /v1/session HTTP/1.1\r\nHost: a\r\nHost: b\r\n".to_owned(),
+            400,
+        ),
+        (
+            "one Host",
+            "GET /v1/session HTTP/1.1\r\nHost: a\r\n".to_owned(),
+            200,
+        ),
+        (
+            "HTTP/1.0 without Host",
+            "GET /v1/session HTTP/1.0\r\n".to_owned(),
+            200,
+        ),
+        // The gateway's check answers only 200, 401 or 503: refused, it is a 401.
+        (
+            "no Host, forward-auth",
+            "GET /v1/auth HTTP/1.1\r\n".to_owned(),
+            401,
+        ),
+    ] {
+        let request = format!("{head}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+        let exchange = raw_exchange(
+            app.addr,
+            vec![request.into_bytes()],
+            Duration::ZERO,
+            Duration::from_secs(5),
+        )
+        .await;
+        let answered = exchange
+            .received
+            .get(9..12)
+            .and_then(|code| code.parse::<u16>().ok());
+        assert_eq!(answered, Some(status), "{what}: {exchange:?}");
+        if status != 200 {
+            assert!(
+                exchange
+                    .received
+                    .to_ascii_lowercase()
+                    .contains("content-type: application/problem+json"),
+                "{what}: a problem document"
+            );
+        }
+    }
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn d12_ambiguous_message_framing_is_refused_or_ends_the_connection() {
     let app = TestApp::spawn().await;

@@ -114,7 +114,7 @@ async fn refused_token_cases(app: &TestApp) -> Vec<(String, HeaderMap)> {
         ),
         (
             "two cookies differ".into(),
-            cookie(&format!("__Host-sid={valid}; sid={other}")),
+            cookie(&format!("__Host-sid={valid}; __Host-sid={other}")),
         ),
     ];
     let mut two = HeaderMap::new();
@@ -423,7 +423,7 @@ async fn s17_error_bodies_never_contain_the_token() {
             .header(CONTENT_TYPE, "application/json")
             .body("{\"userData\":"),
         app.holder(Method::PATCH, "/v1/session", &token)
-            .header(IF_MATCH, "W/\"1\"")
+            .header(IF_MATCH, "\"1")
             .json(&json!({"userData": {"a": 1}})),
         // 412, 413, 415.
         app.holder(Method::PATCH, "/v1/session", &token)
@@ -522,7 +522,7 @@ async fn s24_d07_a_malformed_token_costs_no_store_operation() {
             vec![(AUTHORIZATION, format!("Token {valid}"))],
             vec![
                 (AUTHORIZATION, format!("Bearer {valid}")),
-                (COOKIE, format!("sid={bad}")),
+                (COOKIE, format!("__Host-sid={bad}")),
             ],
         ] {
             for (method, path) in [

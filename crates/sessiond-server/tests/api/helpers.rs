@@ -1,7 +1,8 @@
 //! Test support: a real sessiond server on an ephemeral port with a data directory of its own,
-//! and request helpers that check, on every answer, what docs/api.md and docs/requirements.md (d) require
-//! of all answers (`Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, and a
-//! well-formed `application/problem+json` body on every error).
+//! and request helpers that check, on every answer, what docs/api.md and docs/requirements.md
+//! (d) require of all answers (`Cache-Control: no-store`, `X-Content-Type-Options: nosniff`, a
+//! well-formed `application/problem+json` body on every error, a `WWW-Authenticate` challenge
+//! on every 401).
 //!
 //! Every server of the suite logs at `trace` level into one buffer, and when a [`TestApp`] is
 //! dropped it checks that no token it was issued (nor the token's secret half) appears in it
@@ -550,6 +551,15 @@ impl Resp {
             "X-Content-Type-Options on a {} answer",
             self.status
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1 (finding 10 of the hardening review): every 401 says how to
+            // authenticate.
+            let challenge = self.header("www-authenticate").unwrap_or_default();
+            assert!(
+                challenge.starts_with("Bearer realm=") || challenge.starts_with("ApiKey realm="),
+                "a 401 without a WWW-Authenticate challenge: {challenge:?}"
+            );
+        }
         if self.status.is_client_error() || self.status.is_server_error() {
             assert_eq!(
                 self.header(CONTENT_TYPE.as_str()),

@@ -181,13 +181,57 @@ async fn d07_bearer_scheme_is_case_insensitive_and_allows_several_spaces() {
     app.shutdown().await;
 }
 
+/// The legacy `sid` cookie (finding 7 of the hardening review): off by default, since any
+/// subdomain can plant it; when accepted, `__Host-sid` still wins whenever both are sent, so a
+/// planted `sid` can neither keep a user logged out nor log a user in as someone else.
+#[tokio::test]
+async fn the_legacy_sid_cookie_is_off_by_default_and_never_beats_host_sid() {
+    for accept in [false, true] {
+        let app = TestApp::builder()
+            .with_config(|c| c.cookie.accept_legacy_sid = accept)
+            .spawn()
+            .await;
+        let (victim, _) = app.create_session("user_victim").await;
+        let (attacker, _) = app.create_session("user_attacker").await;
+        let status = |cookie: String| {
+            let app = &app;
+            async move {
+                app.send(app.req(Method::GET, "/v1/auth").header(COOKIE, cookie))
+                    .await
+            }
+        };
+        let alone = status(format!("sid={victim}")).await;
+        assert_eq!(
+            alone.status,
+            if accept {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            },
+            "sid alone, accept_legacy_sid = {accept}"
+        );
+        for cookie in [
+            format!("sid={attacker}; __Host-sid={victim}"),
+            format!("__Host-sid={victim}; sid={attacker}"),
+            format!("sid=garbage; __Host-sid={victim}"),
+        ] {
+            let r = status(cookie.clone()).await.expect_status(StatusCode::OK);
+            assert_eq!(
+                r.header("x-user-id"),
+                Some("user_victim"),
+                "{cookie} (accept_legacy_sid = {accept}): __Host-sid decides"
+            );
+        }
+        app.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn forward_auth_by_cookie() {
     let app = TestApp::spawn().await;
     let (token, session) = app.create_session("cookie.user@example.com").await;
     for cookie in [
         format!("__Host-sid={token}"),
-        format!("sid={token}"),
         format!("theme=dark; __Host-sid={token}; lang=en"),
         format!("__Host-sid={token}; sid={token}"),
     ] {
@@ -202,7 +246,7 @@ async fn forward_auth_by_cookie() {
     // The same token as bearer and cookie is one credential, not two.
     app.send(
         app.holder(Method::GET, "/v1/auth", &token)
-            .header(COOKIE, format!("sid={token}")),
+            .header(COOKIE, format!("__Host-sid={token}")),
     )
     .await
     .expect_status(StatusCode::OK);
@@ -314,7 +358,7 @@ async fn d16_patch_with_if_match_then_stale_then_unconditional() {
     assert_eq!(doc["version"], 4);
 
     // A malformed If-Match is a client error, not a silent unconditional patch.
-    for bad in ["W/\"4\"", "\"four\"", "\"4\", \"5\""] {
+    for bad in ["\"4", "four", "W/4", "\"4\"x"] {
         app.send(
             app.holder(Method::PATCH, "/v1/session", &token)
                 .header(IF_MATCH, bad)
@@ -324,6 +368,72 @@ async fn d16_patch_with_if_match_then_stale_then_unconditional() {
         .problem(StatusCode::BAD_REQUEST);
     }
     assert_eq!(app.own_session(&token).await["version"], 4);
+    app.shutdown().await;
+}
+
+/// If-Match as RFC 9110 §13.1.1 has it: strong comparison (a weak tag never matches, and
+/// neither does a tag that is no version: 412), a list matches if any member does, several
+/// `If-Match` lines are one list, and a stale precondition is refused even when the patch
+/// changes nothing (`{}`), on the holder's and the backend's route alike.
+#[tokio::test]
+async fn d16_if_match_is_strong_takes_lists_and_guards_an_empty_patch() {
+    let app = TestApp::spawn().await;
+    let (token, session) = app
+        .create_session_with(&json!({"userId": "u1", "userData": {"a": 1}}))
+        .await;
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    let routes = [
+        app.holder(Method::PATCH, "/v1/session", &token),
+        app.backend(Method::PATCH, &format!("/v1/sessions/{id}")),
+    ];
+    for route in routes {
+        let send = |tags: &[&str], body: Value| {
+            let mut req = route
+                .try_clone()
+                .expect("a request without a streamed body clones");
+            for tag in tags {
+                req = req.header(IF_MATCH, *tag);
+            }
+            app.send(req.json(&body))
+        };
+        let version = app.own_session(&token).await["version"]
+            .as_u64()
+            .expect("a version");
+        let current = format!("\"{version}\"");
+        let stale = format!("\"{}\"", version + 10);
+        let weak = format!("W/{current}");
+        for tags in [
+            vec![stale.as_str()],
+            vec![weak.as_str()],
+            vec!["\"one\""],
+            vec![weak.as_str(), stale.as_str()],
+        ] {
+            send(&tags, json!({}))
+                .await
+                .problem(StatusCode::PRECONDITION_FAILED);
+            send(&tags, json!({"userData": {"b": 1}}))
+                .await
+                .problem(StatusCode::PRECONDITION_FAILED);
+        }
+        assert_eq!(
+            app.own_session(&token).await["version"],
+            version,
+            "a refused patch changes nothing"
+        );
+        // A list matches if any member does; so do two lines.
+        let list = format!("{stale}, {current}");
+        send(&[list.as_str()], json!({}))
+            .await
+            .expect_status(StatusCode::OK);
+        let doc = send(
+            &[stale.as_str(), current.as_str()],
+            json!({"userData": {"b": version}}),
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+        assert_eq!(doc["version"], version + 1);
+    }
     app.shutdown().await;
 }
 
@@ -418,6 +528,21 @@ async fn s04_s15_rotate_by_cookie_sets_the_new_cookie() {
     }
     assert_eq!(app.auth_status(&old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.auth_status(&new).await, StatusCode::OK);
+    // Presented by bearer and cookie at once (finding 10 of the hardening review), the cookie
+    // is renewed too: the browser would otherwise keep a dead token.
+    let r = app
+        .send(
+            app.holder(Method::POST, "/v1/session/rotate", &new)
+                .header(COOKIE, format!("__Host-sid={new}")),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    let newer = r.json()["token"].as_str().expect("token").to_owned();
+    let cookie = r.header(SET_COOKIE.as_str()).expect("Set-Cookie");
+    assert!(
+        cookie.starts_with(&format!("__Host-sid={newer}")),
+        "{cookie}"
+    );
     app.shutdown().await;
 }
 

@@ -182,6 +182,45 @@ async fn s19_by_default_invalid_tokens_are_counted_but_not_refused() {
     assert!(metrics.contains(r#"event="invalid_token"} 5"#), "{metrics}");
 }
 
+/// A non-UTF-8 byte in another cookie of the `Cookie` header hides nothing from the guard:
+/// the guesses in `sid` are counted and, over the limit, refused (one byte-level cookie parser
+/// serves the token extraction and the guard).
+#[tokio::test]
+async fn s19_a_non_ascii_byte_in_another_cookie_hides_no_guess_from_the_guard() {
+    let app = TestApp::builder()
+        .with_config(|c| {
+            c.guard.invalid_token_limit = 5;
+            c.guard.reject_over_limit = true;
+        })
+        .spawn()
+        .await;
+    let guess = || {
+        let mut bytes = b"lang=\xe9; __Host-sid=".to_vec();
+        bytes.extend_from_slice(bogus_token().as_bytes());
+        reqwest::header::HeaderValue::from_bytes(&bytes).expect("obs-text is a valid value")
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = app
+            .send(
+                app.req(Method::GET, "/v1/session")
+                    .header("cookie", guess()),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 401, 429, 429],
+        "the sixth guess crosses the limit of 5; later ones are refused"
+    );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains(r#"event="invalid_token_source_over_limit"} 1"#),
+        "{metrics}"
+    );
+}
+
 /// Calls Redis has served since its stats were reset, background `ROLE` and the test's own
 /// `INFO`/`CONFIG` left out.
 fn redis_calls(server: &RedisServer) -> u64 {
