@@ -63,6 +63,10 @@ pub struct Policy {
     pub limit: SessionLimit,
     /// Bounds on stored JSON.
     pub data: DataLimits,
+    /// The top-level `userData` keys a token holder may patch on its own session (default
+    /// `preferences` and `cart`; `*` for every key). Every other key is the backend's alone: a
+    /// holder cannot grant itself `permissions` or a `role` that the backend then reads.
+    pub holder_writable: Vec<String>,
 }
 
 impl Default for Policy {
@@ -77,6 +81,7 @@ impl Default for Policy {
                 at_cap: AtCap::EvictOldest,
             },
             data: DataLimits::default(),
+            holder_writable: vec!["preferences".into(), "cart".into()],
         }
     }
 }
@@ -89,6 +94,12 @@ impl Policy {
             Some(d) => d.clamp(self.min_ttl, self.absolute_timeout.max(self.min_ttl)),
             None => self.idle_timeout.min(self.absolute_timeout),
         }
+    }
+
+    /// Whether a token holder may write the top-level `userData` key `key` (with `"*"`:
+    /// whether it may write every key).
+    pub fn holder_may_write(&self, key: &str) -> bool {
+        self.holder_writable.iter().any(|k| k == key || k == "*")
     }
 
     /// How stale recorded activity may get before a validation writes it. Never more than half
@@ -141,6 +152,23 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(p.idle_timeout_for(None), Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn a_holder_may_write_only_the_configured_keys() {
+        let p = Policy::default();
+        assert!(p.holder_may_write("preferences") && p.holder_may_write("cart"));
+        assert!(!p.holder_may_write("permissions") && !p.holder_may_write("role"));
+        let open = Policy {
+            holder_writable: vec!["*".into()],
+            ..Policy::default()
+        };
+        assert!(open.holder_may_write("permissions"));
+        let closed = Policy {
+            holder_writable: vec![],
+            ..Policy::default()
+        };
+        assert!(!closed.holder_may_write("preferences"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::StoreError;
-use crate::event::{EventKind, EventSink, InvalidReason, NoEvents, Origin, SessionEvent};
+use crate::event::{Actor, EventKind, EventSink, InvalidReason, NoEvents, Origin, SessionEvent};
 use crate::id::{SessionId, UserId};
 use crate::json::{DataError, check_object, merge_patch};
 use crate::policy::Policy;
@@ -52,6 +52,13 @@ pub enum SessionError {
     /// A document exceeds the limits or has the wrong shape.
     #[error(transparent)]
     InvalidData(#[from] DataError),
+    /// A token holder tried to write a part of `userData` only the backend may write. The
+    /// key it tried is not kept: it is client text, and error details repeat none (S17).
+    #[error("the session's holder may write only these userData keys: {}", allowed.join(", "))]
+    NotWritable {
+        /// The keys a holder may write ([`Policy::holder_writable`]).
+        allowed: Vec<String>,
+    },
     /// A concurrent writer kept winning; the client may retry.
     #[error("the session changed concurrently too often; retry")]
     Contention,
@@ -349,12 +356,30 @@ impl Sessions {
     /// read-merge-write loop retries until it wins, so concurrent patches never lose each
     /// other's changes. A patch that changes nothing (or no patch at all, `None`) leaves
     /// `version` as it is, and is still refused when `if_match` is stale.
+    ///
+    /// A token holder (`origin`'s actor) may only touch the top-level keys of
+    /// [`Policy::holder_writable`]; a patch of any other key is refused whole
+    /// ([`SessionError::NotWritable`]) before anything is read or written.
     pub async fn patch(
         &self,
         id: &SessionId,
         patch: Option<&Value>,
         if_match: Option<&[u64]>,
+        origin: Origin<'_>,
     ) -> Result<SessionRecord, SessionError> {
+        if origin.actor == Actor::Holder
+            && let Some(Value::Object(members)) = patch
+            && members.keys().any(|k| !self.policy.holder_may_write(k))
+        {
+            return Err(self.not_writable());
+        }
+        if origin.actor == Actor::Holder
+            && matches!(patch, Some(v) if !v.is_object())
+            && !self.policy.holder_may_write("*")
+        {
+            // Replacing the whole of `userData` (a non-object patch) writes every key.
+            return Err(self.not_writable());
+        }
         let limits = &self.policy.data;
         for _ in 0..PATCH_ATTEMPTS {
             let now = self.clock.now();
@@ -397,6 +422,12 @@ impl Sessions {
             }
         }
         Err(SessionError::Contention)
+    }
+
+    fn not_writable(&self) -> SessionError {
+        SessionError::NotWritable {
+            allowed: self.policy.holder_writable.clone(),
+        }
     }
 
     /// Issues a new token for the session `token` belongs to. The old token is dead once this

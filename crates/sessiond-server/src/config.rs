@@ -193,6 +193,10 @@ pub struct SessionConfig {
     pub max_per_user: u32,
     /// At the cap: `evict-oldest` or `reject`.
     pub at_cap: AtCap,
+    /// The top-level `userData` keys a token holder may patch (`PATCH /v1/session`); any
+    /// other key is the backend's alone (`403` from a holder). A TOML list, or comma-separated
+    /// in `SESSIOND_SESSION__HOLDER_WRITABLE`; empty: a holder may patch nothing.
+    pub holder_writable: NameList,
 }
 
 impl Default for SessionConfig {
@@ -205,7 +209,40 @@ impl Default for SessionConfig {
             min_ttl: p.min_ttl,
             max_per_user: p.limit.max_per_user.unwrap_or(0),
             at_cap: p.limit.at_cap,
+            holder_writable: NameList::List(p.holder_writable),
         }
+    }
+}
+
+/// Names as configured: a comma-separated string (the form an environment variable takes)
+/// or a TOML list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum NameList {
+    /// `a,b`.
+    Joined(String),
+    /// `["a", "b"]`.
+    List(Vec<String>),
+}
+
+impl NameList {
+    /// The names, trimmed, empty entries dropped.
+    pub fn names(&self) -> Vec<String> {
+        let raw: Vec<&str> = match self {
+            NameList::Joined(s) => s.split(',').collect(),
+            NameList::List(v) => v.iter().map(String::as_str).collect(),
+        };
+        raw.into_iter()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Serialize for NameList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(s)
     }
 }
 
@@ -621,6 +658,7 @@ impl Config {
                 max_metadata_bytes: l.max_metadata_bytes,
                 max_depth: l.max_json_depth,
             },
+            holder_writable: s.holder_writable.names(),
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ApiError {
     /// No such live session.
     #[error("not found")]
     NotFound,
+    /// The caller may not do this (a holder writing a backend-only part of `userData`); the
+    /// detail says what.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// `If-Match` is stale.
     #[error("precondition failed")]
     PreconditionFailed {
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::NoApiKey => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -115,9 +120,10 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::NoApiKey => {
                 "A valid session token or API key is required for this request.".into()
             }
-            ApiError::BadRequest(d) | ApiError::PayloadTooLarge(d) | ApiError::Conflict(d) => {
-                d.clone()
-            }
+            ApiError::BadRequest(d)
+            | ApiError::PayloadTooLarge(d)
+            | ApiError::Conflict(d)
+            | ApiError::Forbidden(d) => d.clone(),
             ApiError::NotFound => "No live session or resource at this address.".into(),
             ApiError::BodyTooLarge => "The request body is larger than the limit.".into(),
             ApiError::PreconditionFailed { current } => {
@@ -246,6 +252,13 @@ impl From<SessionError> for ApiError {
                 ApiError::Conflict("The session was changed concurrently too often; retry.".into())
             }
             SessionError::Store(s) => s.into(),
+            SessionError::NotWritable { allowed } if allowed.is_empty() => {
+                ApiError::Forbidden("The session's holder may not write userData.".into())
+            }
+            SessionError::NotWritable { allowed } => ApiError::Forbidden(format!(
+                "The session's holder may write only these userData keys: {}.",
+                allowed.join(", ")
+            )),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -648,8 +648,9 @@ fn build(op: Op, plan: &Plan, rng: &mut XorShift) -> anyhow::Result<Request<Full
                 .header(header::USER_AGENT, SEED_USER_AGENT)
                 .header(name, value)
                 .header(header::CONTENT_TYPE, "application/json")
+                // `preferences`: a key the holder may write (`session.holder_writable`).
                 .body(Full::new(Bytes::from(format!(
-                    r#"{{"userData":{{"n":{}}}}}"#,
+                    r#"{{"userData":{{"preferences":{{"n":{}}}}}}}"#,
                     rng.next() % 1000
                 ))))?
         }

@@ -141,7 +141,7 @@ pub async fn read(
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    _: Backend,
+    backend: Backend,
     headers: HeaderMap,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     JsonBody(body): JsonBody<PatchSession>,
@@ -153,7 +153,7 @@ pub async fn patch(
         (patch, expected) => {
             state
                 .sessions
-                .patch(&id, patch.as_ref(), expected.as_deref())
+                .patch(&id, patch.as_ref(), expected.as_deref(), backend.origin())
                 .await?
         }
     };

@@ -17,7 +17,7 @@ use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sessiond_core::AtCap;
 use sessiond_core::{EventSink, SessionEvent};
-use sessiond_server::config::{ApiKeyList, RedisUrl};
+use sessiond_server::config::{ApiKeyList, NameList, RedisUrl};
 use sessiond_server::{Config, Hooks};
 use sessiond_testkit::clock::TestClock;
 use sessiond_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
@@ -129,6 +129,7 @@ impl EventLog {
 pub(crate) struct TestAppBuilder {
     config: Config,
     backing: Option<Backing>,
+    holder_writable_set: bool,
 }
 
 impl TestAppBuilder {
@@ -154,6 +155,16 @@ impl TestAppBuilder {
     /// validation records activity).
     pub(crate) fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.config.session.touch_interval = interval;
+        self
+    }
+
+    /// The `userData` keys a holder may patch, as configured (the suite's default is every
+    /// key; this leaves the setting at the product's default when `keys` is `None`).
+    pub(crate) fn holder_writable_keys(mut self, keys: Option<&str>) -> Self {
+        if let Some(keys) = keys {
+            self.config.session.holder_writable = NameList::Joined(keys.into());
+        }
+        self.holder_writable_set = true;
         self
     }
 
@@ -195,6 +206,13 @@ impl TestAppBuilder {
         config.data_dir = dir.path().join("data");
         config.api_keys = Some(ApiKeyList::Joined(KEY.into()));
         config.shutdown_timeout = Duration::from_secs(10);
+        // The suite tests merge patch, If-Match and limits through the holder's route with
+        // keys of its own choosing, so holders may write every key here unless a test says
+        // otherwise (`holder_writable_keys`);
+        // `holder.rs::a_token_holder_cannot_grant_itself_permissions` tests the default.
+        if !self.holder_writable_set {
+            config.session.holder_writable = NameList::Joined("*".into());
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding an ephemeral port");
@@ -316,6 +334,7 @@ impl TestApp {
         TestAppBuilder {
             config: Config::default(),
             backing: None,
+            holder_writable_set: false,
         }
     }
 

@@ -226,6 +226,80 @@ async fn the_legacy_sid_cookie_is_off_by_default_and_never_beats_host_sid() {
     }
 }
 
+/// Finding 1 of the hardening review: with the default `session.holder_writable`
+/// (`preferences`, `cart`), a token holder patches only those top-level keys of `userData`;
+/// `permissions`, `role` or a replacement of the whole document get `403` and change nothing,
+/// while the backend may still write any key. A configured list replaces the default.
+#[tokio::test]
+async fn a_token_holder_cannot_grant_itself_permissions() {
+    let app = TestApp::builder().holder_writable_keys(None).spawn().await;
+    let (token, session) = app
+        .create_session_with(&json!({
+            "userId": "user_perm",
+            "userData": {"preferences": {}, "cart": {}, "permissions": ["read"]},
+        }))
+        .await;
+    let id = session["sessionId"].as_str().expect("id").to_owned();
+    let holder_patch =
+        |body: Value| app.send(app.holder(Method::PATCH, "/v1/session", &token).json(&body));
+    for refused in [
+        json!({"userData": {"permissions": ["read", "admin"], "role": "superuser"}}),
+        json!({"userData": {"preferences": {"theme": "dark"}, "role": "superuser"}}),
+        json!({"userData": {"permissions": null}}),
+        json!({"userData": null}),
+        json!({"userData": ["admin"]}),
+    ] {
+        let p = holder_patch(refused.clone())
+            .await
+            .problem(StatusCode::FORBIDDEN);
+        let detail = p["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("preferences, cart") && !detail.contains("superuser"),
+            "names what may be written, repeats nothing sent: {detail}"
+        );
+    }
+    let doc = app.own_session(&token).await;
+    assert_eq!(doc["version"], 1, "a refused patch changes nothing");
+    assert_eq!(doc["userData"]["permissions"], json!(["read"]));
+    let doc =
+        holder_patch(json!({"userData": {"preferences": {"theme": "dark"}, "cart": {"n": 1}}}))
+            .await
+            .expect_status(StatusCode::OK)
+            .json();
+    assert_eq!(doc["userData"]["preferences"]["theme"], "dark");
+    // The backend writes any key.
+    let doc = app
+        .send(
+            app.backend(Method::PATCH, &format!("/v1/sessions/{id}"))
+                .json(&json!({"userData": {"permissions": ["read", "write"]}})),
+        )
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    assert_eq!(doc["userData"]["permissions"], json!(["read", "write"]));
+    app.shutdown().await;
+
+    // A configured list replaces the default.
+    let app = TestApp::builder()
+        .holder_writable_keys(Some("theme"))
+        .spawn()
+        .await;
+    let (token, _) = app.create_session("user_perm2").await;
+    app.send(
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .json(&json!({"userData": {"theme": "dark"}})),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+    app.send(
+        app.holder(Method::PATCH, "/v1/session", &token)
+            .json(&json!({"userData": {"cart": {}}})),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn forward_auth_by_cookie() {
     let app = TestApp::spawn().await;
