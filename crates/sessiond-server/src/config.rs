@@ -125,8 +125,8 @@ pub struct GuardConfig {
     /// `sessiond_session_events_total{event="invalid_token_source_over_limit"}`); 0 turns
     /// the per-client count off.
     pub invalid_token_limit: u32,
-    /// Refuse a client's token requests for the rest of the minute once it is over the
-    /// limit: `429`, and `401` from `GET /v1/auth`.
+    /// Once a client is over the limit, answer its refused tokens `429` for the rest of the
+    /// minute (`401` from `GET /v1/auth`); its valid tokens are still served.
     pub reject_over_limit: bool,
     /// Header holding the client's address when sessiond sits behind a gateway that sets it
     /// (e.g. `X-Real-IP`); empty: the TCP peer's address. Only set it when every request comes

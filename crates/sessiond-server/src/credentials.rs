@@ -118,20 +118,29 @@ impl Holder {
         Origin::holder(self.client.client())
     }
 
-    /// Admits the request's client, checks its token's shape, reads its session (whole, or
-    /// identity only), and checks the client against the login's. Every refusal is `401`
-    /// (`429` from a client over the invalid-token limit when refusal is configured), and
-    /// reported.
+    /// Checks the token's shape, reads its session (whole, or identity only), and checks the
+    /// client against the login's. Every refusal is `401` (`429` for a client already over
+    /// the invalid-token limit, when refusal is configured), counted against the client and
+    /// reported; a valid token is served whatever its client guessed before.
     async fn authenticate(
         parts: &Parts,
         state: &AppState,
         documents: bool,
     ) -> Result<Self, ApiError> {
         let client = ClientAddr::from_parts(parts, state);
-        state.guard.admit(&state.metrics, client.ip)?;
         let origin = Origin::holder(client.client());
-        let (token, transport) =
-            session_token(&parts.headers, state.cookie_names).inspect_err(|_| {
+        // A refusal: counted against the client, and `429` when the client was already over
+        // the invalid-token limit (with `guard.reject_over_limit`).
+        let refuse = |error: ApiError| {
+            let rejected = state.guard.rejection(&state.metrics, client.ip);
+            state
+                .guard
+                .refused(&state.metrics, &parts.headers, client.ip);
+            rejected.unwrap_or(error)
+        };
+        let (token, transport) = match session_token(&parts.headers, state.cookie_names) {
+            Ok(found) => found,
+            Err(e) => {
                 state.sessions.report(
                     EventKind::InvalidToken {
                         reason: InvalidReason::Malformed,
@@ -139,10 +148,9 @@ impl Holder {
                     None,
                     origin,
                 );
-                state
-                    .guard
-                    .refused(&state.metrics, &parts.headers, client.ip);
-            })?;
+                return Err(refuse(e));
+            }
+        };
         let authenticated = if documents {
             state.sessions.authenticate(&token, origin).await
         } else {
@@ -150,12 +158,7 @@ impl Holder {
         };
         let record = match authenticated {
             Ok(record) => record,
-            Err(SessionError::Unauthenticated) => {
-                state
-                    .guard
-                    .refused(&state.metrics, &parts.headers, client.ip);
-                return Err(ApiError::Unauthorized);
-            }
+            Err(SessionError::Unauthenticated) => return Err(refuse(ApiError::Unauthorized)),
             Err(e) => return Err(e.into()),
         };
         let (mismatches, refused) = state.binding.check(&record, &parts.headers, client.ip);

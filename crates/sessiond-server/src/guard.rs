@@ -7,9 +7,11 @@
 //! `guard.invalid_token_limit` in a window, that is logged once (a warning naming the source,
 //! never a token) and counted as `sessiond_guard_events_total{event="invalid_token_source_over_limit"}`,
 //! an alert signal.
-//! With `guard.reject_over_limit`, the source's token requests are then refused without
-//! touching the store until its window ends: `429` with `Retry-After`, except `GET /v1/auth`,
-//! which answers `401` because gateways accept only 200, 401 or 503 from it.
+//! With `guard.reject_over_limit`, the source's refused tokens are then answered `429` with
+//! `Retry-After` until its window ends, except from `GET /v1/auth`, which answers `401`
+//! because gateways accept only 200, 401 or 503 from it. A valid token from the same source is
+//! still served: a client behind a shared address (or a gateway that does not forward the
+//! client's) must not lock out everyone with a live session because someone else guessed.
 //!
 //! The table is bounded (`MAX_SOURCES`); when it is full of live windows, new sources are not
 //! tracked until a window ends, so memory stays flat under a spray from many addresses, and
@@ -137,25 +139,24 @@ fn presents_token(headers: &HeaderMap, names: CookieNames) -> bool {
 }
 
 impl InvalidTokenGuard {
-    /// Before a token is looked at: `429` (as an error) when `source` is over the limit and
-    /// refusal is configured. Refused without a store read.
-    pub fn admit(
+    /// For a request whose token was refused: `429` when `source` was already over the limit
+    /// and refusal is configured (call it before [`refused`](Self::refused) counts this one).
+    /// A valid token is never refused for its source's earlier guesses: it is checked like
+    /// any other (one store read at most, as for any well-formed guess) and served.
+    pub fn rejection(
         &self,
         metrics: &crate::metrics::Metrics,
         source: Option<IpAddr>,
-    ) -> Result<(), ApiError> {
-        if self.reject
-            && let Some(ip) = source
-        {
-            let now = Instant::now();
-            if self.is_over(ip, now) {
-                metrics.guard(crate::metrics::GuardEvent::Rejected);
-                return Err(ApiError::TooManyRequests {
-                    retry_after: self.retry_after(ip, now),
-                });
-            }
+    ) -> Option<ApiError> {
+        let ip = source.filter(|_| self.reject)?;
+        let now = Instant::now();
+        if !self.is_over(ip, now) {
+            return None;
         }
-        Ok(())
+        metrics.guard(crate::metrics::GuardEvent::Rejected);
+        Some(ApiError::TooManyRequests {
+            retry_after: self.retry_after(ip, now),
+        })
     }
 
     /// After a presented token was refused: counts it against the client, and reports the
