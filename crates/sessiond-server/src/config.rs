@@ -129,9 +129,21 @@ pub struct GuardConfig {
     /// minute (`401` from `GET /v1/auth`); its valid tokens are still served.
     pub reject_over_limit: bool,
     /// Header holding the client's address when sessiond sits behind a gateway that sets it
-    /// (e.g. `X-Real-IP`); empty: the TCP peer's address. Only set it when every request comes
-    /// through that gateway, or clients can choose their own address.
+    /// (e.g. `X-Real-IP`, or `X-Forwarded-For`, whose rightmost untrusted entry is taken);
+    /// empty: the TCP peer's address. Believed only from `trusted_proxies`.
     pub client_ip_header: Option<String>,
+    /// Peers (addresses or CIDR networks) whose `client_ip_header` is believed; from any other
+    /// peer the header is ignored. Default: loopback, where a gateway on the same host
+    /// connects from.
+    pub trusted_proxies: NameList,
+}
+
+impl GuardConfig {
+    /// The trusted proxies, parsed (validated at load, so a bad entry cannot reach here).
+    pub fn trusted(&self) -> crate::forwarded::TrustedProxies {
+        crate::forwarded::TrustedProxies::parse(&self.trusted_proxies.names())
+            .unwrap_or_else(|_| crate::forwarded::TrustedProxies::none())
+    }
 }
 
 impl Default for GuardConfig {
@@ -140,6 +152,7 @@ impl Default for GuardConfig {
             invalid_token_limit: 100,
             reject_over_limit: false,
             client_ip_header: None,
+            trusted_proxies: NameList::List(vec!["127.0.0.0/8".into(), "::1".into()]),
         }
     }
 }
@@ -594,6 +607,12 @@ impl Config {
                 reason: e.to_string(),
             })?;
         }
+        crate::forwarded::TrustedProxies::parse(&self.guard.trusted_proxies.names()).map_err(
+            |reason| ConfigError::Invalid {
+                key: "guard.trusted_proxies",
+                reason,
+            },
+        )?;
         if self.redis.key_prefix.is_empty() {
             // Revoke-everyone removes every key under the prefix's record and index
             // namespaces: with no prefix those are `s:*` and `u:*`, which other data may use.

@@ -1,8 +1,8 @@
 //! Invalid-token attempts counted per source (S19, D14).
 //!
-//! A source is the client's address: the TCP peer, or, behind a gateway, the header the
-//! gateway sets (`guard.client_ip_header`, e.g. `X-Real-IP`; only trust it when every request
-//! comes through that gateway). Each source has a one-minute window. A request that presented
+//! A source is the client's address: the TCP peer, or, behind a gateway, the address the
+//! gateway forwards in `guard.client_ip_header` (e.g. `X-Real-IP`), believed only from a peer
+//! in `guard.trusted_proxies` (see `forwarded`). Each source has a one-minute window. A request that presented
 //! a session token and got `401` counts against its source. When a source passes
 //! `guard.invalid_token_limit` in a window, that is logged once (a warning naming the source,
 //! never a token) and counted as `sessiond_guard_events_total{event="invalid_token_source_over_limit"}`,
@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, header};
 use crate::config::GuardConfig;
 use crate::error::ApiError;
 use crate::extract::CookieNames;
+use crate::forwarded::{TrustedProxies, client_address};
 use crate::windows::Windows;
 
 /// Length of a source's counting window.
@@ -40,6 +41,8 @@ pub struct InvalidTokenGuard {
     limit: u32,
     reject: bool,
     client_ip_header: Option<header::HeaderName>,
+    /// The peers whose `client_ip_header` is believed.
+    trusted_proxies: TrustedProxies,
     /// Which cookies carry a session token (only those count as presented).
     cookie_names: CookieNames,
     /// Invalid tokens per source in its current window.
@@ -67,24 +70,21 @@ impl InvalidTokenGuard {
                 .as_deref()
                 .filter(|h| !h.is_empty())
                 .and_then(|h| header::HeaderName::from_bytes(h.as_bytes()).ok()),
+            trusted_proxies: config.trusted(),
             cookie_names,
             sources: Mutex::new(Windows::new(WINDOW, MAX_SOURCES)),
         }
     }
 
-    /// The source of a request: the configured header's address if present and valid, else
-    /// the TCP peer.
+    /// The source of a request: the client address a trusted proxy forwarded in the
+    /// configured header (see `forwarded`), else the TCP peer.
     pub fn source(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
-        if let Some(name) = &self.client_ip_header
-            && let Some(ip) = headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
-        peer.map(|p| p.ip())
+        client_address(
+            headers,
+            peer,
+            self.client_ip_header.as_ref(),
+            &self.trusted_proxies,
+        )
     }
 
     /// Whether `source` is over the limit in its current window, at `now`.
@@ -195,6 +195,7 @@ mod tests {
                 invalid_token_limit: limit,
                 reject_over_limit: true,
                 client_ip_header: Some("x-real-ip".into()),
+                ..GuardConfig::default()
             },
             CookieNames::AlsoLegacy,
         )
@@ -222,13 +223,18 @@ mod tests {
     #[test]
     fn the_source_comes_from_the_configured_header_or_the_peer() {
         let g = guard(1);
-        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        // A gateway on the same host: loopback is trusted by default.
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(g.source(&h, Some(peer)), Some(peer.ip()));
         h.insert("x-real-ip", HeaderValue::from_static("203.0.113.7"));
         assert_eq!(g.source(&h, Some(peer)), "203.0.113.7".parse().ok());
         h.insert("x-real-ip", HeaderValue::from_static("not an address"));
         assert_eq!(g.source(&h, Some(peer)), Some(peer.ip()));
+        // From a peer that is no trusted proxy, the header means nothing.
+        let stranger: SocketAddr = "198.51.100.9:5000".parse().unwrap();
+        h.insert("x-real-ip", HeaderValue::from_static("203.0.113.7"));
+        assert_eq!(g.source(&h, Some(stranger)), Some(stranger.ip()));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   store access.
 //! - [`cookie`]: the session cookie: one parser of the `Cookie` header, and `Set-Cookie`.
 //! - [`guard`]: invalid-token attempts counted per client (S19).
+//! - [`forwarded`]: the client's address, from the peer or a trusted proxy's header.
 //! - [`binding`]: comparing each request's client with the login's (S20).
 //! - [`document`]: the JSON shapes of the API, re-exported from `sessiond_wire` (shared with
 //!   clients).
@@ -40,6 +41,7 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod forwarded;
 pub mod guard;
 pub mod instrumented;
 pub mod metrics;

@@ -311,6 +311,8 @@ impl Sessiond {
             .env("SESSIOND_DATA_DIR", &data)
             .env("SESSIOND_LISTEN", format!("127.0.0.1:{port}"))
             .env("SESSIOND_API_KEYS", KEY)
+            // As deploy/nginx/README.md says: the client's address from nginx's subrequest.
+            .env("SESSIOND_GUARD__CLIENT_IP_HEADER", "X-Real-IP")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -850,6 +852,7 @@ fn s16_d08_gateway_sends_sessiond_only_the_credential() {
         ("Cookie", "theme=dark; __Host-sid=sess_x.y"),
         ("X-User-Id", "admin"),
         ("X-Original-URI", "/forged"),
+        ("X-Real-IP", "10.6.6.6"),
         ("Content-Type", "application/json"),
     ];
     let res = request(
@@ -875,11 +878,21 @@ fn s16_d08_gateway_sends_sessiond_only_the_credential() {
     );
     assert_eq!(check.one("authorization"), Some("Bearer sess_x.y"));
     assert_eq!(check.one("cookie"), Some("theme=dark; __Host-sid=sess_x.y"));
+    // The client's address as nginx saw it (never the client's own claim), and its user
+    // agent, for the guard and the binding check.
+    assert_eq!(check.one("x-real-ip"), Some("127.0.0.1"));
     // Nothing else of the client's: its forged identity never even reaches sessiond.
     for (name, _) in &check.headers {
         assert!(
-            ["host", "authorization", "cookie", "content-length"]
-                .contains(&name.to_ascii_lowercase().as_str()),
+            [
+                "host",
+                "authorization",
+                "cookie",
+                "content-length",
+                "x-real-ip",
+                "user-agent"
+            ]
+            .contains(&name.to_ascii_lowercase().as_str()),
             "the auth subrequest carried {name}: {check:?}"
         );
     }
