@@ -278,6 +278,12 @@ pub struct LimitsConfig {
     /// Longest a request may take end to end before it is answered 503.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request body once its head has arrived (408
+    /// beyond: a body that stops arriving is the client's fault, never a 5xx). Capped at half
+    /// of `request_timeout`, so a stalled body is always answered 408 before the request's own
+    /// deadline answers 503.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
     /// Longest a client may take to send a request head; also closes keep-alive connections
     /// that stay idle this long.
     #[serde(with = "duration")]
@@ -297,6 +303,7 @@ impl Default for LimitsConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             request_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
         }
@@ -583,7 +590,10 @@ impl Config {
         if l.max_json_depth == 0 || l.max_json_depth > 64 {
             return invalid("limits.max_json_depth", "must be between 1 and 64");
         }
-        if l.request_timeout.is_zero() || l.header_read_timeout.is_zero() {
+        if l.request_timeout.is_zero()
+            || l.header_read_timeout.is_zero()
+            || l.body_timeout.is_zero()
+        {
             return invalid(
                 "limits.request_timeout",
                 "timeouts must be greater than zero",

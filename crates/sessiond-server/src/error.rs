@@ -47,6 +47,10 @@ pub enum ApiError {
     /// the rest of the body may still be on its way.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request body stopped arriving before it was complete (`limits.body_timeout`); the
+    /// connection is closed after the answer.
+    #[error("request body timed out")]
+    BodyTimeout,
     /// Body is not JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -85,6 +89,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -126,6 +131,7 @@ impl ApiError {
             | ApiError::Forbidden(d) => d.clone(),
             ApiError::NotFound => "No live session or resource at this address.".into(),
             ApiError::BodyTooLarge => "The request body is larger than the limit.".into(),
+            ApiError::BodyTimeout => "The request body did not arrive in time.".into(),
             ApiError::PreconditionFailed { current } => {
                 format!("The session is at version {current}; re-read it and retry.")
             }
@@ -183,7 +189,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if matches!(self, ApiError::BodyTooLarge) {
+        if matches!(self, ApiError::BodyTooLarge | ApiError::BodyTimeout) {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

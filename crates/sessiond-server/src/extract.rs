@@ -109,12 +109,11 @@ where
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let bytes = read_body(req.into_body(), state.max_body_bytes, declared).await?;
+        let limits = BodyLimits {
+            max_bytes: state.max_body_bytes,
+            timeout: state.body_timeout,
+        };
+        let bytes = read_body(req, limits).await?;
         // Every body of the API is an object. serde would also read a struct from an array of
         // its fields, so a JSON Patch document (`[{"op": ...}]`) could pass as a merge patch.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
@@ -126,7 +125,7 @@ where
     }
 }
 
-/// How much of a body over the limit is read and thrown away before the 413 is sent.
+/// How much of a body over the limit is read and thrown away after the 413 is sent.
 ///
 /// A client that writes its whole body before it reads (Python's urllib, many HTTP
 /// libraries) only sees the answer if the server reads what it sends: closing a socket with
@@ -135,37 +134,72 @@ where
 /// closed without reading on (a body that large is an attack, not a mistake).
 pub const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// Reads a body of at most `limit` bytes. A `Content-Length` over the limit is refused without
-/// buffering a byte; a body found over the limit while reading is refused at that point. In
-/// both cases up to [`DISCARD_LIMIT`] of the rest is drained first, so the 413 reaches a client
-/// that is still writing.
-pub async fn read_body(
-    mut body: axum::body::Body,
-    limit: usize,
-    declared: Option<u64>,
-) -> Result<Bytes, ApiError> {
-    let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
+/// The bounds on one request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body in bytes (413 beyond).
+    pub max_bytes: usize,
+    /// Longest the whole body may take to arrive (408 beyond); also bounds the drain after a
+    /// 413.
+    pub timeout: std::time::Duration,
+}
+
+/// Reads the body of `req`, at most `limits.max_bytes` of it, within `limits.timeout`.
+///
+/// A `Content-Length` over the limit is refused at once, before a byte is read; a body found
+/// over the limit while reading is refused at that point. Either way the 413 is answered
+/// without waiting for the rest: a task drains up to [`DISCARD_LIMIT`] more bytes (for at
+/// most `limits.timeout`) while the answer goes out, so it reaches a client that is still
+/// writing, and the connection closes when the drain ends. A client that sent
+/// `Expect: 100-continue` has not sent its body and is not drained: the 413 is its answer.
+/// A body that stops arriving is answered 408 when `limits.timeout` runs out.
+pub async fn read_body(req: Request, limits: BodyLimits) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = req.headers().contains_key(header::EXPECT);
+    let body = req.into_body();
+    let limit_u64 = u64::try_from(limits.max_bytes).unwrap_or(u64::MAX);
     if declared.is_some_and(|n| n > limit_u64) {
-        if declared.is_some_and(|n| n <= DISCARD_LIMIT) {
-            discard(body, DISCARD_LIMIT).await;
+        if !expects_continue && declared.is_some_and(|n| n <= DISCARD_LIMIT) {
+            drain_in_background(body, DISCARD_LIMIT, limits.timeout);
         }
         return Err(ApiError::BodyTooLarge);
     }
-    let mut buf = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut body = body;
+    let capacity = declared.map_or(1024, |n| usize::try_from(n).unwrap_or(limits.max_bytes));
+    let mut buf = BytesMut::with_capacity(capacity);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_elapsed) => return Err(ApiError::BodyTimeout),
+        };
         let frame = frame
             .map_err(|_| ApiError::BadRequest("The request body could not be read.".into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if buf.len() + data.len() > limit {
+        if buf.len() + data.len() > limits.max_bytes {
             let read = u64::try_from(buf.len() + data.len()).unwrap_or(u64::MAX);
-            discard(body, DISCARD_LIMIT.saturating_sub(read)).await;
+            drain_in_background(body, DISCARD_LIMIT.saturating_sub(read), limits.timeout);
             return Err(ApiError::BodyTooLarge);
         }
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and drops up to `budget` more bytes of `body` for at most `time`, on a task of its
+/// own, so the answer does not wait for it. hyper goes on reading the connection for as long
+/// as the body is held, and closes it once the body is dropped.
+fn drain_in_background(body: axum::body::Body, budget: u64, time: std::time::Duration) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(time, discard(body, budget)).await;
+    });
 }
 
 /// Reads and drops up to `budget` more bytes of `body`.

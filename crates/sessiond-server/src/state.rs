@@ -23,6 +23,9 @@ pub struct App {
     pub engine: &'static str,
     /// Longest time a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Longest a request body may take to arrive (408 beyond): `limits.body_timeout`, at
+    /// most half of `request_timeout`.
+    pub body_timeout: Duration,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// Per-client counts of invalid tokens.
@@ -53,6 +56,10 @@ impl App {
             metrics,
             engine,
             request_timeout: config.limits.request_timeout,
+            body_timeout: config
+                .limits
+                .body_timeout
+                .min(config.limits.request_timeout / 2),
             max_body_bytes: config.limits.max_body_bytes,
             guard: InvalidTokenGuard::new(&config.guard, config.cookie.names()),
             cookie_names: config.cookie.names(),

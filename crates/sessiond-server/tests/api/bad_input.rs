@@ -687,6 +687,8 @@ struct RawExchange {
     closed: bool,
     /// Time from the first byte sent until the connection closed (or `wait` ran out).
     elapsed: Duration,
+    /// Time from the first byte sent until the first byte of the answer, if one came.
+    answered_after: Option<Duration>,
 }
 
 impl RawExchange {
@@ -716,6 +718,7 @@ async fn raw_exchange(
         let start = Instant::now();
         let mut received = Vec::new();
         let mut closed = false;
+        let mut answered_after = None;
         for (i, part) in parts.iter().enumerate() {
             if i > 0 && !pause.is_zero() {
                 std::thread::sleep(pause);
@@ -732,7 +735,10 @@ async fn raw_exchange(
                     closed = true;
                     break;
                 }
-                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    answered_after.get_or_insert(start.elapsed());
+                    received.extend_from_slice(&buf[..n]);
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     break;
                 }
@@ -746,6 +752,7 @@ async fn raw_exchange(
             received: String::from_utf8_lossy(&received).into_owned(),
             closed,
             elapsed: start.elapsed(),
+            answered_after,
         }
     })
     .await
@@ -828,6 +835,77 @@ async fn d01_an_oversized_body_sent_whole_before_reading_gets_its_413() {
     app.shutdown().await;
 }
 
+/// A body that is slow, stalled or declared too large never costs the client a 5xx, and never
+/// waits for a body before the credentials are checked: no API key is 401 at once (the body
+/// is never read), a `Content-Length` over the limit is 413 at once (before any of the body
+/// is sent), and a body that stops arriving is 408 once `limits.body_timeout` has passed, well
+/// before the request's own deadline would answer 503.
+#[tokio::test]
+async fn d01_a_stalled_or_oversized_body_gets_401_413_or_408_never_503() {
+    let app = TestApp::builder()
+        .with_config(|c| {
+            c.limits.body_timeout = Duration::from_millis(1500);
+            c.limits.request_timeout = Duration::from_secs(30);
+        })
+        .spawn()
+        .await;
+    let head = |key: &str, length: usize| {
+        format!(
+            "POST /v1/sessions HTTP/1.1\r\nHost: sessiond\r\n{key}\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let with_key = format!("X-Api-Key: {KEY}\r\n");
+    let partial = br#"{"userId":"u1""#.to_vec();
+    let wait = Duration::from_secs(10);
+    for (what, parts, status, within) in [
+        (
+            "no API key, 14 of 60000 bytes",
+            vec![head("", 60_000), partial.clone()],
+            "401",
+            Duration::from_secs(1),
+        ),
+        (
+            "Content-Length over the limit, no body yet",
+            vec![head(&with_key, 100_000)],
+            "413",
+            Duration::from_secs(1),
+        ),
+        (
+            "a valid key, 14 of 60000 bytes, then nothing",
+            vec![head(&with_key, 60_000), partial.clone()],
+            "408",
+            Duration::from_secs(5),
+        ),
+    ] {
+        let exchange = raw_exchange(app.addr, parts, Duration::ZERO, wait).await;
+        assert!(
+            exchange.received.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {exchange:?}"
+        );
+        assert!(
+            exchange
+                .received
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{what}: a problem document"
+        );
+        // The answer does not wait for the body (401, 413) or for the request's own
+        // deadline (408).
+        assert!(
+            exchange.answered_after.is_some_and(|t| t < within),
+            "{what}: answered after {:?}",
+            exchange.answered_after
+        );
+        assert!(
+            exchange.closed,
+            "{what}: the connection is closed after the answer"
+        );
+    }
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn d01_an_endless_chunked_body_gets_413_and_the_connection_closed() {
     let app = TestApp::spawn().await;
@@ -897,6 +975,7 @@ async fn d01_an_endless_chunked_body_gets_413_and_the_connection_closed() {
                 received: String::from_utf8_lossy(&received).into_owned(),
                 closed,
                 elapsed,
+                answered_after: None,
             },
         )
     })
