@@ -164,6 +164,15 @@ impl UserId {
 pub struct Shard([u8; 2]);
 
 impl Shard {
+    /// The shard written as `chars` (two base64url characters), as it appears in a session id
+    /// or a store key; `None` for anything else.
+    pub fn from_chars(chars: [u8; 2]) -> Option<Shard> {
+        chars
+            .iter()
+            .all(|&b| is_base64url(b))
+            .then_some(Shard(chars))
+    }
+
     /// The two base64url characters.
     pub fn as_str(&self) -> &str {
         // Both bytes come from the base64url alphabet (ASCII), checked when ids are parsed.

@@ -41,14 +41,54 @@ impl Keys {
         format!("{}s:{{{shard}}}", self.prefix)
     }
 
-    /// Everything before the shard in every record key.
-    pub(crate) fn record_prefix_all(&self) -> String {
-        format!("{}s:", self.prefix)
+    /// A `SCAN MATCH` pattern for every record key: the prefix taken literally, then the
+    /// record's exact length. [`Keys::is_record`] decides on each key found.
+    pub(crate) fn record_pattern(&self) -> String {
+        let member_len = SessionId::ENCODED_LEN - 2;
+        format!(
+            "{}s:{{??}}{}",
+            crate::purge::glob_escape(&self.prefix),
+            "?".repeat(member_len)
+        )
     }
 
-    /// Everything before the shard in every index key.
-    pub(crate) fn index_prefix_all(&self) -> String {
-        format!("{}u:", self.prefix)
+    /// A `SCAN MATCH` pattern for every index key; [`Keys::is_index`] decides on each key.
+    pub(crate) fn index_pattern(&self) -> String {
+        format!("{}u:{{??}}?*", crate::purge::glob_escape(&self.prefix))
+    }
+
+    /// Whether `key` is a session record of this store: the prefix, `s:`, a shard and the
+    /// member of a session id sessiond could have issued. Keys that share the prefix but not
+    /// this shape belong to someone else and are never touched by a purge.
+    pub(crate) fn is_record(&self, key: &[u8]) -> bool {
+        let Some((shard, rest)) = self.tagged(key, b"s:") else {
+            return false;
+        };
+        id_from_member(shard, rest).is_some()
+    }
+
+    /// Whether `key` is a user index of this store: the prefix, `u:`, a shard, and a user id
+    /// whose own shard is that one.
+    pub(crate) fn is_index(&self, key: &[u8]) -> bool {
+        let Some((shard, rest)) = self.tagged(key, b"u:") else {
+            return false;
+        };
+        std::str::from_utf8(rest)
+            .ok()
+            .and_then(|id| UserId::parse(id).ok())
+            .is_some_and(|user| user.shard() == shard)
+    }
+
+    /// The shard and what follows it, for a key `<prefix><kind>{<shard>}<rest>`.
+    fn tagged<'k>(&self, key: &'k [u8], kind: &[u8]) -> Option<(Shard, &'k [u8])> {
+        let rest = key
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(kind)?;
+        let (tag, rest) = rest.split_at_checked(4)?;
+        let [b'{', a, b, b'}'] = *tag else {
+            return None;
+        };
+        Some((Shard::from_chars([a, b])?, rest))
     }
 
     /// Everything before the user id in an index key of `shard`.
@@ -134,6 +174,39 @@ mod tests {
             assert_eq!(&key[open + 1..close], user.shard().as_str(), "{raw}");
             assert!(key.ends_with(raw), "the id comes last, unchanged: {key}");
         }
+    }
+
+    #[test]
+    fn only_keys_of_sessionds_exact_shapes_are_its_own() {
+        let keys = Keys::new("sd:");
+        let user = UserId::parse("user_12345").unwrap();
+        let id = Token::generate(&user).unwrap().session_id().clone();
+        assert!(keys.is_record(keys.record(&id).as_bytes()));
+        assert!(keys.is_index(keys.index(&user).as_bytes()));
+        let other_shard = if user.shard().as_str() == "AA" {
+            "AB"
+        } else {
+            "AA"
+        };
+        for foreign in [
+            "sd:s:".to_owned(),
+            "sd:s:other-app-key".to_owned(),
+            "sd:s:{ab}short".to_owned(),
+            format!("sd:s:{{{}}}{}x", id.shard().as_str(), member(&id)),
+            format!("sd:s:{{!!}}{}", &member(&id)),
+            format!("sd:u:{{{other_shard}}}user_12345"),
+            "sd:u:{ab}".to_owned(),
+            "sd:u:plain".to_owned(),
+            "sd:x:{ab}user".to_owned(),
+            "other:s:{ab}AAAAAAAAAAAAAA".to_owned(),
+        ] {
+            assert!(!keys.is_record(foreign.as_bytes()), "{foreign}");
+            assert!(!keys.is_index(foreign.as_bytes()), "{foreign}");
+        }
+        assert_eq!(keys.record_pattern(), "sd:s:{??}??????????????");
+        assert_eq!(keys.index_pattern(), "sd:u:{??}?*");
+        let odd = Keys::new("a*[b]:");
+        assert_eq!(odd.index_pattern(), "a\\*\\[b\\]:u:{??}?*");
     }
 
     #[test]

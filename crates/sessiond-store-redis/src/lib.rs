@@ -28,7 +28,7 @@
 //! - `keys`: the key schema.
 //! - `codec`: the record's byte layout, with the fixed header the scripts edit in place.
 //! - `scripts`: the Lua scripts, and `replies`: what each script's reply means, as types.
-//! - `purge`: revoke-everyone, walking each primary's keys of sessiond's own prefix.
+//! - `purge`: revoke-everyone, walking each primary for keys of sessiond's exact shapes.
 //!
 //! The crate root holds [`RedisStore`] and its [`SessionStore`] impl: each operation names its
 //! script, its keys and arguments, how far it must reach, and what its reply means.
@@ -386,29 +386,29 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_all(&self) -> Result<u64, StoreError> {
-        let records = format!("{}*", purge::glob_escape(&self.keys.record_prefix_all()));
-        let indexes = format!("{}*", purge::glob_escape(&self.keys.index_prefix_all()));
+        let (records, indexes) = (self.keys.record_pattern(), self.keys.index_pattern());
+        let is_record = |k: &[u8]| self.keys.is_record(k);
+        let is_index = |k: &[u8]| self.keys.is_index(k);
         match &self.backend {
             Backend::Replicated(r) => {
                 let mut conn = r.primary().await?;
-                let mut removed = 0;
-                for (pattern, counts) in [(&records, true), (&indexes, false)] {
-                    match purge::unlink_matching(
-                        &mut conn,
-                        &purge::Node::Own,
-                        pattern,
-                        self.timeout,
-                    )
-                    .await
-                    {
-                        Ok(n) if counts => removed = n,
-                        Ok(_) => {}
-                        Err(e) => {
-                            r.primary_failed(&e);
-                            return Err(store_error(e));
-                        }
-                    }
+                let own = purge::Node::Own;
+                let walked = async {
+                    let removed =
+                        purge::unlink_matching(&mut conn, &own, &records, is_record, self.timeout)
+                            .await?;
+                    purge::unlink_matching(&mut conn, &own, &indexes, is_index, self.timeout)
+                        .await?;
+                    Ok::<_, redis::RedisError>(removed)
                 }
+                .await;
+                let removed = match walked {
+                    Ok(n) => n,
+                    Err(e) => {
+                        r.primary_failed(&e);
+                        return Err(store_error(e));
+                    }
+                };
                 // Every unlink went over this connection: one WAIT covers them all.
                 r.settle(&mut conn, true).await?;
                 Ok(removed)
@@ -420,10 +420,11 @@ impl SessionStore for RedisStore {
                     .map_err(store_error)?;
                 let mut removed = 0;
                 for node in &nodes {
-                    removed += purge::unlink_matching(&mut conn, node, &records, self.timeout)
-                        .await
-                        .map_err(store_error)?;
-                    purge::unlink_matching(&mut conn, node, &indexes, self.timeout)
+                    removed +=
+                        purge::unlink_matching(&mut conn, node, &records, is_record, self.timeout)
+                            .await
+                            .map_err(store_error)?;
+                    purge::unlink_matching(&mut conn, node, &indexes, is_index, self.timeout)
                         .await
                         .map_err(store_error)?;
                 }

@@ -1,10 +1,13 @@
 //! Deleting every session of every user: the operator's emergency path (S12).
 //!
 //! Redis has no "delete by prefix", and `FLUSHDB` would take whatever else shares the database.
-//! So each primary is walked with `SCAN MATCH <prefix>s:*` (then `<prefix>u:*`), and what each
-//! step finds is unlinked at once (per slot on Cluster): `UNLINK` frees values off the main thread, so Redis
-//! keeps answering validations while millions of keys go. Every step has the store's timeout;
-//! the walk as a whole has none, since its length grows with the keyspace.
+//! So each primary is walked with `SCAN MATCH` on the shape of a record key (then of an index
+//! key), each key found is checked against sessiond's exact key shapes (`Keys::is_record`,
+//! `Keys::is_index`: another application's keys under the same prefix are never touched or
+//! counted), and what each step keeps is unlinked at once (per slot on Cluster): `UNLINK` frees
+//! values off the main thread, so Redis keeps answering validations while millions of keys go.
+//! Every step has the store's timeout; the walk as a whole has none, since its length grows
+//! with the keyspace.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -74,17 +77,20 @@ async fn scan_step(
     }
 }
 
-/// Unlinks every key matching `pattern` on `node`; returns how many were removed.
+/// Unlinks every key on `node` that matches `pattern` and that `ours` accepts; returns how
+/// many were removed.
 pub(crate) async fn unlink_matching(
     conn: &mut Connection,
     node: &Node,
     pattern: &str,
+    ours: impl Fn(&[u8]) -> bool,
     timeout: Duration,
 ) -> RedisResult<u64> {
     let mut removed = 0u64;
     let mut cursor = 0u64;
     loop {
-        let (next, keys) = scan_step(conn, node, cursor, pattern, timeout).await?;
+        let (next, mut keys) = scan_step(conn, node, cursor, pattern, timeout).await?;
+        keys.retain(|k| ours(k));
         if !keys.is_empty() {
             removed += unlink(conn, keys, timeout).await?;
         }
