@@ -81,8 +81,8 @@ pub struct NewSession {
     pub metadata: Map<String, Value>,
     /// Requested idle timeout; clamped by the policy.
     pub ttl: Option<Duration>,
-    /// The session this login replaces (`replacesSessionId`): ended once the new one exists,
-    /// if it is the same user's. Another user's session id is ignored, so a backend bug
+    /// The session this login replaces (`replacesSessionId`): ended in the same store
+    /// operation that writes the new one, if it is live and the same user's. Another user's session id is ignored, so a backend bug
     /// cannot let one user log another out.
     pub replaces: Option<SessionId>,
 }
@@ -173,8 +173,9 @@ impl Sessions {
 
     /// Creates a session for a user whose credentials the backend has verified. Every call
     /// issues a new token (a login never adopts an existing one). With
-    /// [`NewSession::replaces`], the replaced session (if it is the same user's) is ended
-    /// once the new one exists.
+    /// [`NewSession::replaces`], the replaced session (if it is live and the same user's) is
+    /// ended in the same store operation that writes the new one: a login either ends its
+    /// predecessor and stands, or changes nothing.
     pub async fn create(
         &self,
         new: NewSession,
@@ -204,14 +205,20 @@ impl Sessions {
             user_data: new.user_data,
             metadata: new.metadata,
         };
+        // A session of another shard cannot be this user's: it is left alone.
+        let replaces = replaces.filter(|old| old.shard() == record.user_id.shard());
         for attempt in 0..CREATE_ATTEMPTS {
             if attempt > 0 {
                 token = Token::generate(&record.user_id)?;
                 record.id = token.session_id().clone();
                 record.secret_hash = token.secret_hash();
             }
-            match self.store.create(&record, self.policy.limit, now).await? {
-                CreateOutcome::Created { evicted } => {
+            match self
+                .store
+                .create(&record, replaces.as_ref(), self.policy.limit, now)
+                .await?
+            {
+                CreateOutcome::Created { evicted, replaced } => {
                     self.emit(
                         EventKind::Created,
                         now,
@@ -228,8 +235,14 @@ impl Sessions {
                             origin,
                         );
                     }
-                    if let Some(old) = &replaces {
-                        self.end_replaced(old, &record, origin).await?;
+                    if let Some(old) = replaces.as_ref().filter(|_| replaced) {
+                        self.emit(
+                            EventKind::Replaced { by: &record.id },
+                            now,
+                            Some(old),
+                            Some(&record.user_id),
+                            origin,
+                        );
                     }
                     return Ok(Issued {
                         token,
@@ -242,31 +255,6 @@ impl Sessions {
             }
         }
         Err(StoreError::internal("fresh session ids collided repeatedly").into())
-    }
-
-    /// Ends the session a login replaces, if it is the same user's.
-    async fn end_replaced(
-        &self,
-        old: &SessionId,
-        by: &SessionRecord,
-        origin: Origin<'_>,
-    ) -> Result<(), SessionError> {
-        let now = self.clock.now();
-        match self.store.load_identity(old, now).await? {
-            Some(replaced) if replaced.user_id == by.user_id => {
-                if self.store.delete(old, now).await?.is_some() {
-                    self.emit(
-                        EventKind::Replaced { by: &by.id },
-                        now,
-                        Some(old),
-                        Some(&by.user_id),
-                        origin,
-                    );
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Validates a token: the live session it belongs to, with activity recorded if the touch

@@ -25,6 +25,9 @@ pub enum CreateOutcome {
     Created {
         /// Sessions of the same user ended to make room under the cap.
         evicted: Vec<SessionId>,
+        /// Whether the session named as replaced was live, the same user's, and ended in the
+        /// same operation.
+        replaced: bool,
     },
     /// A record with this id already exists; nothing was written.
     IdTaken,
@@ -79,9 +82,16 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// Stores a new record and indexes it under its user, atomically, enforcing `limit` over
     /// the user's live sessions. Must not overwrite an existing record with the same id. The
     /// record's id was issued for its user (`Token::generate`), so it is in the user's shard.
+    ///
+    /// With `replaces`, the session a login replaces is ended in the same atomic operation if
+    /// it is live and the same user's (and left alone otherwise): it does not count against
+    /// the cap, and it is never ended when the create is refused, so a login either ends its
+    /// predecessor and stands, or changes nothing. Its id is in the user's shard (a caller
+    /// passes no id of another shard: it cannot be the same user's).
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError>;

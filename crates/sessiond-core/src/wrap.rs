@@ -68,10 +68,11 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
-        self.inner().create(record, limit, now).await
+        self.inner().create(record, replaces, limit, now).await
     }
 
     async fn load(
@@ -171,10 +172,11 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
-        self.0.create(record, limit, now).await
+        self.0.create(record, replaces, limit, now).await
     }
 
     async fn load(

@@ -54,10 +54,15 @@ impl StoreWrapper for InstrumentedStore {
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
-        timed!(self, "create", self.inner.create(record, limit, now))
+        timed!(
+            self,
+            "create",
+            self.inner.create(record, replaces, limit, now)
+        )
     }
 
     async fn load(

@@ -184,11 +184,13 @@ impl SessionStore for EmbeddedStore {
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
         let record = record.clone();
-        self.blocking(move |s| ops::create(s, &record, limit, now))
+        let replaces = replaces.cloned();
+        self.blocking(move |s| ops::create(s, &record, replaces, limit, now))
             .await
     }
 

@@ -267,6 +267,7 @@ fn run_together(shared: &Shared, jobs: &mut [Job]) -> Result<bool, StoreError> {
 pub(crate) fn create(
     shared: &Shared,
     record: &SessionRecord,
+    replaces: Option<SessionId>,
     limit: SessionLimit,
     now: Timestamp,
 ) -> Result<CreateOutcome, StoreError> {
@@ -276,11 +277,22 @@ pub(crate) fn create(
         if t.get(record.id.as_str())?.is_some() {
             return Ok((CreateOutcome::IdTaken, false));
         }
+        // The session this login replaces, if it is live and the same user's: it leaves in
+        // this transaction, and does not count against the cap.
+        let replaced = match &replaces {
+            Some(old) if *old != record.id => t
+                .get(old.as_str())?
+                .filter(|r| r.is_live(now) && r.user_id == record.user_id),
+            _ => None,
+        };
         let mut evicted = Vec::new();
         if let Some(max) = limit.max_per_user {
             // Prune the user's index of dead entries while counting the live ones.
             let mut live = Vec::new();
             for id in t.user_session_ids(record.user_id.as_str())? {
+                if replaced.as_ref().is_some_and(|r| r.id.as_str() == id) {
+                    continue;
+                }
                 match t.get(&id)? {
                     Some(r) if r.is_live(now) => live.push(r),
                     Some(r) => t.remove(&r)?,
@@ -303,8 +315,17 @@ pub(crate) fn create(
                 }
             }
         }
+        if let Some(old) = &replaced {
+            t.remove(old)?;
+        }
         t.put(record, None)?;
-        Ok((CreateOutcome::Created { evicted }, true))
+        Ok((
+            CreateOutcome::Created {
+                evicted,
+                replaced: replaced.is_some(),
+            },
+            true,
+        ))
     })
 }
 

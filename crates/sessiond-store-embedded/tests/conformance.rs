@@ -54,8 +54,14 @@ async fn sessions_survive_reopen() {
     let written = {
         let store = open(dir.path());
         assert_eq!(
-            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
-            CreateOutcome::Created { evicted: vec![] },
+            store
+                .create(&rec, None, NO_LIMIT, at(0))
+                .await
+                .expect("create"),
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "create must succeed"
         );
         let data = object(json!({"step": 2}));
@@ -97,8 +103,14 @@ async fn close_makes_touches_durable() {
     {
         let store = open(dir.path());
         assert_eq!(
-            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
-            CreateOutcome::Created { evicted: vec![] },
+            store
+                .create(&rec, None, NO_LIMIT, at(0))
+                .await
+                .expect("create"),
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "create must succeed"
         );
         assert!(
@@ -164,8 +176,14 @@ async fn sweep_reclaims_expired_sessions_only() {
         let store = open(dir.path());
         for rec in [&live, &idled, &ended] {
             assert_eq!(
-                store.create(rec, NO_LIMIT, at(0)).await.expect("create"),
-                CreateOutcome::Created { evicted: vec![] },
+                store
+                    .create(rec, None, NO_LIMIT, at(0))
+                    .await
+                    .expect("create"),
+                CreateOutcome::Created {
+                    evicted: vec![],
+                    replaced: false,
+                },
                 "create must succeed"
             );
         }
@@ -256,8 +274,14 @@ async fn sweep_reclaims_session_expiring_exactly_now() {
     let store = open(dir.path());
     let rec = record_with_idle(&fresh_user("sweep-edge"), at(0), 1_000);
     assert_eq!(
-        store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
-        CreateOutcome::Created { evicted: vec![] },
+        store
+            .create(&rec, None, NO_LIMIT, at(0))
+            .await
+            .expect("create"),
+        CreateOutcome::Created {
+            evicted: vec![],
+            replaced: false,
+        },
         "create must succeed"
     );
     assert_eq!(
@@ -295,8 +319,14 @@ async fn reclaim_expired_works_in_bounded_batches() {
     for _ in 0..5 {
         let rec = record_with_idle(&user, at(0), 1_000);
         assert_eq!(
-            store.create(&rec, NO_LIMIT, at(0)).await.expect("create"),
-            CreateOutcome::Created { evicted: vec![] },
+            store
+                .create(&rec, None, NO_LIMIT, at(0))
+                .await
+                .expect("create"),
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "create must succeed"
         );
     }

@@ -172,6 +172,7 @@ impl SessionStore for RedisStore {
     async fn create(
         &self,
         record: &SessionRecord,
+        replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
     ) -> Result<CreateOutcome, StoreError> {
@@ -181,11 +182,13 @@ impl SessionStore for RedisStore {
                 "session id was not issued for its user",
             ));
         }
+        // A session of another shard cannot be this user's (and its key is in another slot).
+        let replaces = replaces.filter(|old| old.shard() == shard);
         let value = encode(record)?;
         let reply: CreateReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
-                scripts::CREATE
-                    .key(self.keys.record(&record.id))
+                let mut invocation = scripts::CREATE.key(self.keys.record(&record.id));
+                invocation
                     .key(self.keys.index_in(shard, &record.user_id))
                     .arg(value)
                     .arg(ttl_ms(record, now))
@@ -199,19 +202,25 @@ impl SessionStore for RedisStore {
                         "e"
                     })
                     .arg(self.keys.record_prefix(shard.as_str()))
-                    .arg(expired_score(now))
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(expired_score(now));
+                if let Some(old) = replaces {
+                    invocation
+                        .key(self.keys.record(old))
+                        .arg(member(old))
+                        .arg(record.user_id.as_str());
+                }
+                invocation.invoke_async(&mut c).await
             })
             .await?;
         match reply {
             CreateReply::IdTaken => Ok(CreateOutcome::IdTaken),
             CreateReply::AtCapacity => Ok(CreateOutcome::AtCapacity),
-            CreateReply::Created(members) => Ok(CreateOutcome::Created {
-                evicted: members
+            CreateReply::Created { replaced, evicted } => Ok(CreateOutcome::Created {
+                evicted: evicted
                     .iter()
                     .filter_map(|m| id_from_member(shard, m))
                     .collect(),
+                replaced,
             }),
         }
     }

@@ -49,8 +49,13 @@ pub(crate) enum CreateReply {
     IdTaken,
     /// The user is at the cap and the cap rejects; nothing written.
     AtCapacity,
-    /// Written; the index members of the sessions evicted to make room.
-    Created(Vec<Vec<u8>>),
+    /// Written.
+    Created {
+        /// Whether the replaced session was ended with it.
+        replaced: bool,
+        /// The index members of the sessions evicted to make room.
+        evicted: Vec<Vec<u8>>,
+    },
 }
 
 impl FromRedisValue for CreateReply {
@@ -58,10 +63,17 @@ impl FromRedisValue for CreateReply {
         match coded(v, "create")? {
             (0, _) => Ok(CreateReply::IdTaken),
             (2, _) => Ok(CreateReply::AtCapacity),
-            (1, rest) => rest
-                .map(|m| bytes(m).ok_or_else(|| unexpected("create")))
-                .collect::<Result<_, _>>()
-                .map(CreateReply::Created),
+            (1, mut rest) => {
+                let replaced = match rest.next() {
+                    Some(Value::Int(0)) => false,
+                    Some(Value::Int(1)) => true,
+                    _ => return Err(unexpected("create")),
+                };
+                let evicted = rest
+                    .map(|m| bytes(m).ok_or_else(|| unexpected("create")))
+                    .collect::<Result<_, _>>()?;
+                Ok(CreateReply::Created { replaced, evicted })
+            }
             _ => Err(unexpected("create")),
         }
     }
@@ -210,9 +222,25 @@ mod tests {
     #[test]
     fn replies_parse_into_their_meaning_and_refuse_any_other_shape() {
         assert_eq!(
-            CreateReply::from_redis_value(arr(vec![Value::Int(1), bulk("a"), bulk("b")])),
-            Ok(CreateReply::Created(vec![b"a".to_vec(), b"b".to_vec()]))
+            CreateReply::from_redis_value(arr(vec![
+                Value::Int(1),
+                Value::Int(0),
+                bulk("a"),
+                bulk("b")
+            ])),
+            Ok(CreateReply::Created {
+                replaced: false,
+                evicted: vec![b"a".to_vec(), b"b".to_vec()]
+            })
         );
+        assert_eq!(
+            CreateReply::from_redis_value(arr(vec![Value::Int(1), Value::Int(1)])),
+            Ok(CreateReply::Created {
+                replaced: true,
+                evicted: vec![]
+            })
+        );
+        assert!(CreateReply::from_redis_value(arr(vec![Value::Int(1)])).is_err());
         assert_eq!(
             CreateReply::from_redis_value(arr(vec![Value::Int(2)])),
             Ok(CreateReply::AtCapacity)

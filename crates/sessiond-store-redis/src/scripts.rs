@@ -56,32 +56,48 @@ return 1
     )
 });
 
-/// Creates a session and indexes it, enforcing the per-user cap.
-/// KEYS: record, index. ARGV: record bytes, ttl ms, index score (absolute expiry, whole
-/// seconds rounded up), index member, now ms, max per user (0: none), at-cap policy (`e`
-/// evict oldest, `r` reject), record key prefix of this shard, now in whole seconds (rounded
-/// down: an entry scored at or below it has expired).
-/// Returns {0} id taken, {2} at capacity, {1, evicted ids...} created.
+/// Creates a session and indexes it, enforcing the per-user cap, and ends the session it
+/// replaces if that one is live and the same user's.
+/// KEYS: record, index, and (optional) the replaced session's record. ARGV: record bytes, ttl
+/// ms, index score (absolute expiry, whole seconds rounded up), index member, now ms, max per
+/// user (0: none), at-cap policy (`e` evict oldest, `r` reject), record key prefix of this
+/// shard, now in whole seconds (rounded down: an entry scored at or below it has expired),
+/// and with a replaced session: its index member, the user id.
+/// The replaced session is left out of the cap's count and ended only once the create is
+/// sure to stand, so a refused create ends nothing.
+/// Returns {0} id taken, {2} at capacity, {1, replaced (0 or 1), evicted ids...} created.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
-local result = {1}
+local replaced = nil
+if KEYS[3] and KEYS[3] ~= KEYS[1] then
+  local uid = ARGV[11]
+  local h = redis.call('GETRANGE', KEYS[3], 0, 64 + string.len(uid))
+  if live(h, now) and string.len(h) == 65 + string.len(uid)
+      and string.byte(h, 64) * 256 + string.byte(h, 65) == string.len(uid)
+      and string.sub(h, 66) == uid then
+    replaced = ARGV[10]
+  end
+end
+local result = {1, replaced and 1 or 0}
 -- A user's first session (the usual login) has no index yet: nothing to prune or count.
 local indexed = redis.call('EXISTS', KEYS[2]) == 1
 if indexed then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9]) end
 if indexed and max > 0 then
   local alive = {}
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local key = ARGV[8] .. m
-    local h = redis.call('GETRANGE', key, 0, 18)
-    if live(h, now) then
-      table.insert(alive, {u48(h, 2), m})
-    else
-      redis.call('DEL', key)
-      redis.call('ZREM', KEYS[2], m)
+    if m ~= replaced then
+      local key = ARGV[8] .. m
+      local h = redis.call('GETRANGE', key, 0, 18)
+      if live(h, now) then
+        table.insert(alive, {u48(h, 2), m})
+      else
+        redis.call('DEL', key)
+        redis.call('ZREM', KEYS[2], m)
+      end
     end
   end
   if #alive >= max then
@@ -96,6 +112,10 @@ if indexed and max > 0 then
       table.insert(result, alive[i][2])
     end
   end
+end
+if replaced then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[2], replaced)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

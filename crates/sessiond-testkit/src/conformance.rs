@@ -32,6 +32,10 @@
 //!   [`list_user_returns_exactly_the_users_live_sessions`].
 //! - S14, D13 (the per-user cap): [`cap_evicts_the_least_recently_active_session`],
 //!   [`cap_with_reject_writes_nothing`], [`cap_ignores_expired_sessions`].
+//! - S3 (a new login ends the session it replaces, in the same operation):
+//!   [`create_with_replaces_ends_the_replaced_session_in_the_same_operation`],
+//!   [`create_with_replaces_ends_only_a_live_session_of_the_same_user`],
+//!   [`a_refused_create_ends_no_replaced_session`].
 
 #![allow(
     clippy::expect_used,
@@ -138,12 +142,15 @@ pub fn object(value: Value) -> Map<String, Value> {
 /// Stores `record` with no cap at its creation time and checks that it was created.
 async fn create(store: &dyn SessionStore, record: &SessionRecord) {
     let outcome = store
-        .create(record, NO_LIMIT, record.created_at)
+        .create(record, None, NO_LIMIT, record.created_at)
         .await
         .expect("create failed");
     assert_eq!(
         outcome,
-        CreateOutcome::Created { evicted: vec![] },
+        CreateOutcome::Created {
+            evicted: vec![],
+            replaced: false,
+        },
         "creating a fresh session with no cap must store it and evict nothing"
     );
 }
@@ -237,7 +244,7 @@ pub async fn create_with_taken_id_changes_nothing(store: Arc<dyn SessionStore>) 
     collision.id = original.id.clone();
     collision.user_data = object(json!({"taken": "over"}));
     let outcome = store
-        .create(&collision, NO_LIMIT, at(10))
+        .create(&collision, None, NO_LIMIT, at(10))
         .await
         .expect("create failed");
     assert_eq!(
@@ -1373,12 +1380,15 @@ pub async fn cap_evicts_the_least_recently_active_session(store: Arc<dyn Session
     let c = record(&user, at(200));
     for rec in [&a, &b, &c] {
         let outcome = store
-            .create(rec, limit, rec.created_at)
+            .create(rec, None, limit, rec.created_at)
             .await
             .expect("create failed");
         assert_eq!(
             outcome,
-            CreateOutcome::Created { evicted: vec![] },
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "creates under the cap must evict nothing"
         );
     }
@@ -1391,13 +1401,14 @@ pub async fn cap_evicts_the_least_recently_active_session(store: Arc<dyn Session
 
     let d = record(&user, at(400));
     let outcome = store
-        .create(&d, limit, at(400))
+        .create(&d, None, limit, at(400))
         .await
         .expect("create failed");
     assert_eq!(
         outcome,
         CreateOutcome::Created {
-            evicted: vec![b.id.clone()]
+            evicted: vec![b.id.clone()],
+            replaced: false,
         },
         "the create over the cap must evict exactly the session with the oldest activity"
     );
@@ -1429,12 +1440,15 @@ pub async fn cap_with_reject_writes_nothing(store: Arc<dyn SessionStore>) {
     let existing: Vec<SessionRecord> = (0..3).map(|i| record(&user, at(i * 100))).collect();
     for rec in &existing {
         let outcome = store
-            .create(rec, limit, rec.created_at)
+            .create(rec, None, limit, rec.created_at)
             .await
             .expect("create failed");
         assert_eq!(
             outcome,
-            CreateOutcome::Created { evicted: vec![] },
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "creates under the cap must succeed"
         );
     }
@@ -1442,7 +1456,7 @@ pub async fn cap_with_reject_writes_nothing(store: Arc<dyn SessionStore>) {
 
     let refused = record(&user, at(400));
     let outcome = store
-        .create(&refused, limit, at(400))
+        .create(&refused, None, limit, at(400))
         .await
         .expect("create failed");
     assert_eq!(
@@ -1477,22 +1491,31 @@ pub async fn cap_ignores_expired_sessions(store: Arc<dyn SessionStore>) {
         let live: Vec<SessionRecord> = (0..2).map(|i| record(&user, at(i * 100))).collect();
         for rec in live.iter().chain([&expired]) {
             let outcome = store
-                .create(rec, limit, rec.created_at)
+                .create(rec, None, limit, rec.created_at)
                 .await
                 .expect("create failed");
             assert_eq!(
                 outcome,
-                CreateOutcome::Created { evicted: vec![] },
+                CreateOutcome::Created {
+                    evicted: vec![],
+                    replaced: false,
+                },
                 "creates under the cap must succeed"
             );
         }
 
         let now = at(5_000);
         let new = record(&user, now);
-        let outcome = store.create(&new, limit, now).await.expect("create failed");
+        let outcome = store
+            .create(&new, None, limit, now)
+            .await
+            .expect("create failed");
         assert_eq!(
             outcome,
-            CreateOutcome::Created { evicted: vec![] },
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
             "with {at_cap:?}, 2 live and 1 expired session are under a cap of 3: the create \
              must succeed and evict nothing"
         );
@@ -1553,4 +1576,153 @@ pub async fn ping_succeeds(store: Arc<dyn SessionStore>) {
         .ping()
         .await
         .expect("ping of a working store must succeed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// a login that replaces a session
+
+/// Another user whose sessions are in `user`'s shard: a store cannot tell the two apart by
+/// key placement, only by the record.
+fn neighbour_of(user: &UserId) -> UserId {
+    loop {
+        let other = fresh_user("neighbour");
+        if other.shard() == user.shard() {
+            return other;
+        }
+    }
+}
+
+/// A create naming the session it replaces stores the new session and ends the old one in
+/// the same operation; the old one does not count against the cap, so replacing at the cap
+/// evicts nothing and is not refused.
+pub async fn create_with_replaces_ends_the_replaced_session_in_the_same_operation(
+    store: Arc<dyn SessionStore>,
+) {
+    let user = fresh_user("replace");
+    let old = record(&user, at(0));
+    create(&*store, &old).await;
+    let new = record(&user, at(100));
+    let outcome = store
+        .create(&new, Some(&old.id), NO_LIMIT, at(100))
+        .await
+        .expect("create failed");
+    assert_eq!(
+        outcome,
+        CreateOutcome::Created {
+            evicted: vec![],
+            replaced: true,
+        },
+        "the replaced session is reported ended"
+    );
+    assert_eq!(
+        load(&*store, &old.id, at(100)).await,
+        None,
+        "the old session is gone"
+    );
+    assert_eq!(list(&*store, &user, at(100)).await, vec![new.id.clone()]);
+
+    for at_cap in [AtCap::EvictOldest, AtCap::Reject] {
+        let user = fresh_user("replace-cap");
+        let limit = cap(2, at_cap);
+        let (a, b) = (record(&user, at(0)), record(&user, at(10)));
+        for rec in [&a, &b] {
+            let outcome = store
+                .create(rec, None, limit, rec.created_at)
+                .await
+                .expect("create failed");
+            assert!(matches!(outcome, CreateOutcome::Created { .. }));
+        }
+        let c = record(&user, at(20));
+        let outcome = store
+            .create(&c, Some(&a.id), limit, at(20))
+            .await
+            .expect("create failed");
+        assert_eq!(
+            outcome,
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: true,
+            },
+            "at the cap ({at_cap:?}), replacing a session makes room: nothing else is evicted"
+        );
+        assert_eq!(list(&*store, &user, at(20)).await, ids([&b, &c]));
+    }
+}
+
+/// Only a live session of the same user is ended: another user's session (even in the same
+/// shard), an expired one and an unknown id are left as they are, and the create stands.
+pub async fn create_with_replaces_ends_only_a_live_session_of_the_same_user(
+    store: Arc<dyn SessionStore>,
+) {
+    let user = fresh_user("replace-own");
+    let other = neighbour_of(&user);
+    let theirs = record(&other, at(0));
+    create(&*store, &theirs).await;
+    let expired = record_with_idle(&user, at(0), 50);
+    create(&*store, &expired).await;
+    let unknown = record(&user, at(0));
+    for (what, replaces) in [
+        ("another user's session", &theirs.id),
+        ("an expired session", &expired.id),
+        ("an unknown id", &unknown.id),
+    ] {
+        let new = record(&user, at(100));
+        let outcome = store
+            .create(&new, Some(replaces), NO_LIMIT, at(100))
+            .await
+            .expect("create failed");
+        assert_eq!(
+            outcome,
+            CreateOutcome::Created {
+                evicted: vec![],
+                replaced: false,
+            },
+            "replacing {what}: created, nothing ended"
+        );
+    }
+    assert!(
+        load(&*store, &theirs.id, at(100)).await.is_some(),
+        "another user's session survives"
+    );
+    assert_eq!(
+        list(&*store, &other, at(100)).await,
+        vec![theirs.id.clone()]
+    );
+    assert_eq!(list(&*store, &user, at(100)).await.len(), 3);
+}
+
+/// A create that is refused (its id taken, or the user at a cap that rejects) ends nothing,
+/// not even the session it names as replaced: a login either stands and ends its predecessor,
+/// or changes nothing.
+pub async fn a_refused_create_ends_no_replaced_session(store: Arc<dyn SessionStore>) {
+    let user = fresh_user("replace-refused");
+    let old = record(&user, at(0));
+    create(&*store, &old).await;
+    let mut taken = record(&user, at(10));
+    taken.id = old.id.clone();
+    let outcome = store
+        .create(&taken, Some(&old.id), NO_LIMIT, at(10))
+        .await
+        .expect("create failed");
+    assert_eq!(outcome, CreateOutcome::IdTaken);
+    assert_eq!(load(&*store, &old.id, at(10)).await, Some(old.clone()));
+
+    // At a rejecting cap of 1, whose one slot is held by another session of the user than
+    // the one named: the create is refused, and the named one stays.
+    let user = fresh_user("replace-refused-cap");
+    let limit = cap(1, AtCap::Reject);
+    let held = record(&user, at(0));
+    create(&*store, &held).await;
+    let neighbour = neighbour_of(&user);
+    let named = record(&neighbour, at(0));
+    create(&*store, &named).await;
+    let refused = record(&user, at(10));
+    let outcome = store
+        .create(&refused, Some(&named.id), limit, at(10))
+        .await
+        .expect("create failed");
+    assert_eq!(outcome, CreateOutcome::AtCapacity);
+    assert!(load(&*store, &named.id, at(10)).await.is_some());
+    assert_eq!(load(&*store, &refused.id, at(10)).await, None);
+    assert_eq!(list(&*store, &user, at(10)).await, vec![held.id.clone()]);
 }

@@ -79,6 +79,9 @@ macro_rules! store_conformance_tests {
             cap_evicts_the_least_recently_active_session,
             cap_with_reject_writes_nothing,
             cap_ignores_expired_sessions,
+            create_with_replaces_ends_the_replaced_session_in_the_same_operation,
+            create_with_replaces_ends_only_a_live_session_of_the_same_user,
+            a_refused_create_ends_no_replaced_session,
             count_tracks_creates_and_deletes,
             ping_succeeds,
         }
