@@ -32,7 +32,9 @@ pub fn session_token(
 /// that match: the strong entity tags `"<version>"` of every listed member, over every
 /// `If-Match` line. A weak tag (`W/"3"`) never matches under the strong comparison `If-Match`
 /// uses, nor does a tag that is no version, so a list of only those matches nothing (`412`).
-/// A bare number (`3`) is read as `"3"`. Anything that is not a list of entity tags is `400`.
+/// A bare number (`3`) is read as `"3"`. Anything that is not a list of entity tags is `400`,
+/// and so is a header with no member at all (empty, or only commas): a client that sends one
+/// has a bug to hear about, not a `412` to retry on.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<u64>>, ApiError> {
     let bad = || {
         ApiError::BadRequest(
@@ -42,6 +44,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<u64>>, ApiError> {
     let mut versions = Vec::new();
     let mut any = false;
     let mut present = false;
+    let mut members = 0usize;
     for value in headers.get_all(header::IF_MATCH) {
         present = true;
         let mut rest = value.to_str().map_err(|_| bad())?;
@@ -50,6 +53,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<u64>>, ApiError> {
             if rest.is_empty() {
                 break;
             }
+            members += 1;
             if let Some(after) = rest.strip_prefix('*') {
                 any = true;
                 rest = after;
@@ -87,7 +91,13 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<u64>>, ApiError> {
             rest = after;
         }
     }
-    if !present || any {
+    if !present {
+        return Ok(None);
+    }
+    if members == 0 {
+        return Err(bad());
+    }
+    if any {
         return Ok(None);
     }
     Ok(Some(versions))
@@ -330,7 +340,7 @@ mod tests {
             if_match(&headers(&[("if-match", "\"1\""), ("if-match", "\"5\"")])).unwrap(),
             Some(vec![1, 5])
         );
-        for bad in ["\"3", "x", "W/3", "\"3\"x", "3x"] {
+        for bad in ["\"3", "x", "W/3", "\"3\"x", "3x", "", " ", ", ,"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

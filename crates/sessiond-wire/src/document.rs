@@ -79,13 +79,69 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
+/// What a session id looks like, as an OpenAPI (ECMA-262) pattern: `sess_` and 16 base64url
+/// characters.
+pub const SESSION_ID_PATTERN: &str = "^sess_[A-Za-z0-9_-]{16}$";
+
+/// What a user id looks like, as an OpenAPI (ECMA-262) pattern, with lengths 1 to
+/// [`USER_ID_MAX_LEN`]: printable ASCII without spaces, and not `.` or `..` (no URL path can
+/// carry those). Written without look-ahead, which not every schema tool reads: the first
+/// character is not a dot, or a dot is followed by another character, or two dots by a third.
+pub const USER_ID_PATTERN: &str = r"^(?:[!-\-/-~]|\.[!-\-/-~]|\.\.[!-~])[!-~]*$";
+
+/// The longest user id, in bytes.
+pub const USER_ID_MAX_LEN: usize = 256;
+
+/// The largest `ttlSeconds` a create accepts (it is clamped to the configured bounds anyway):
+/// 2^53 − 1, the largest integer every JSON implementation reads exactly.
+pub const MAX_TTL_SECONDS: u64 = (1 << 53) - 1;
+
+/// A JSON integer, read as JSON Schema reads one: `40` and `40.0` are the same number (some
+/// JSON encoders write every number with a fraction), `40.5`, negatives and numbers past
+/// `u64` are refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(v) = n.as_u64() {
+                return Ok(Some(v));
+            }
+            match n.as_f64() {
+                // Below 2^64 and whole: exact in u64 (f64 holds such values exactly).
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
+                {
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        reason = "checked whole, non-negative and below 2^64 just above"
+                    )]
+                    Ok(Some(f as u64))
+                }
+                _ => Err(D::Error::custom(format_args!(
+                    "invalid value: {n}, expected a whole number of seconds"
+                ))),
+            }
+        }
+    }
+}
+
 /// Body of `POST /v1/sessions`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSession {
-    /// The user the backend has authenticated.
-    #[cfg_attr(feature = "openapi", schema(example = "user_12345"))]
+    /// The user the backend has authenticated: 1 to 256 bytes of printable ASCII without
+    /// spaces, not `.` or `..`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "user_12345",
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^(?:[!-\-/-~]|\.[!-\-/-~]|\.\.[!-~])[!-~]*$"
+        )
+    )]
     pub user_id: String,
     /// Initial application data (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,9 +151,17 @@ pub struct CreateSession {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<StrictObject>,
-    /// Idle timeout of this session in seconds, clamped to the configured bounds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    /// Idle timeout of this session in seconds, clamped to the configured bounds; at most
+    /// 2^53 − 1.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9_007_199_254_740_991_u64)
+    )]
     pub ttl_seconds: Option<u64>,
     /// Also answer with the session cookie (`Set-Cookie: __Host-sid=...; Secure; HttpOnly;
     /// SameSite=Lax; Path=/`), for a login handler that passes it on to the browser.
@@ -106,7 +170,13 @@ pub struct CreateSession {
     /// The session this login replaces (re-authentication on a device that still holds one):
     /// it ends once the new one exists, if it belongs to the same user (S3).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(example = "sess_Xy9fK2abcdefghij"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "sess_Xy9fK2abcdefghij",
+            pattern = "^sess_[A-Za-z0-9_-]{16}$"
+        )
+    )]
     pub replaces_session_id: Option<String>,
 }
 
@@ -148,6 +218,29 @@ impl Serialize for PatchValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_seconds_is_any_whole_json_number() {
+        let ttl = |text: &str| {
+            serde_json::from_str::<CreateSession>(&format!(
+                r#"{{"userId":"u","ttlSeconds":{text}}}"#
+            ))
+            .map(|b| b.ttl_seconds)
+        };
+        assert_eq!(ttl("40").ok(), Some(Some(40)));
+        assert_eq!(ttl("40.0").ok(), Some(Some(40)));
+        assert_eq!(ttl("4e1").ok(), Some(Some(40)));
+        assert_eq!(ttl("null").ok(), Some(None));
+        for refused in ["40.5", "-1", "1e20", "\"40\""] {
+            assert!(ttl(refused).is_err(), "{refused}");
+        }
+        assert_eq!(
+            serde_json::from_str::<CreateSession>(r#"{"userId":"u"}"#)
+                .ok()
+                .map(|b| b.ttl_seconds),
+            Some(None)
+        );
+    }
 
     #[test]
     fn a_create_body_round_trips_and_refuses_what_a_client_may_not_choose() {

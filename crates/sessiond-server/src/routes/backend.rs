@@ -12,8 +12,8 @@ use sessiond_core::{NewSession, SessionId, UserId};
 use crate::credentials::Backend;
 
 use crate::document::{
-    CreateSession, IssuedSession, PatchSession, ProblemDocument, Revoked, SessionDocument,
-    SessionList,
+    CreateSession, IssuedSession, MAX_TTL_SECONDS, PatchSession, ProblemDocument, Revoked,
+    SessionDocument, SessionList,
 };
 use crate::error::ApiError;
 use crate::extract::{JsonBody, SESSION_COOKIE, if_match};
@@ -38,7 +38,7 @@ fn path_param(
 
 /// Creates a session for a user the backend has authenticated.
 #[utoipa::path(
-    post, path = "/v1/sessions", tag = "backend",
+    post, path = "/v1/sessions", operation_id = "createSession", tag = "backend",
     security(("api_key" = [])),
     request_body(content = CreateSession, content_type = "application/json"),
     responses(
@@ -58,12 +58,12 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateSession>,
 ) -> Result<Response, ApiError> {
     let ttl = match body.ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::BadRequest(
-                "ttlSeconds must be at least 1.".into(),
-            ));
+        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(Duration::from_secs(s)),
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "ttlSeconds must be between 1 and {MAX_TTL_SECONDS}."
+            )));
         }
-        Some(s) => Some(Duration::from_secs(s)),
         None => None,
     };
     let replaces = match body.replaces_session_id.as_deref() {
@@ -102,7 +102,7 @@ pub async fn create(
 
 /// Reads any session without recording activity.
 #[utoipa::path(
-    get, path = "/v1/sessions/{sessionId}", tag = "backend",
+    get, path = "/v1/sessions/{sessionId}", operation_id = "readSession", tag = "backend",
     security(("api_key" = [])),
     params(("sessionId" = String, Path, description = "Public session id")),
     responses(
@@ -124,7 +124,7 @@ pub async fn read(
 
 /// JSON Merge Patch of any session's `userData`.
 #[utoipa::path(
-    patch, path = "/v1/sessions/{sessionId}", tag = "backend",
+    patch, path = "/v1/sessions/{sessionId}", operation_id = "patchSession", tag = "backend",
     security(("api_key" = [])),
     params(
         ("sessionId" = String, Path, description = "Public session id"),
@@ -162,7 +162,7 @@ pub async fn patch(
 
 /// Ends one session.
 #[utoipa::path(
-    delete, path = "/v1/sessions/{sessionId}", tag = "backend",
+    delete, path = "/v1/sessions/{sessionId}", operation_id = "revokeSession", tag = "backend",
     security(("api_key" = [])),
     params(("sessionId" = String, Path, description = "Public session id")),
     responses(
@@ -186,7 +186,7 @@ pub async fn revoke(
 
 /// Lists a user's live sessions, newest activity first.
 #[utoipa::path(
-    get, path = "/v1/users/{userId}/sessions", tag = "backend",
+    get, path = "/v1/users/{userId}/sessions", operation_id = "listUserSessions", tag = "backend",
     security(("api_key" = [])),
     params(("userId" = String, Path, description = "The user")),
     responses(
@@ -211,16 +211,19 @@ pub async fn list_user(
 /// Query of revoke-all.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct RevokeAllQuery {
     /// A session to keep (the one the user is using).
+    #[param(pattern = "^sess_[A-Za-z0-9_-]{16}$")]
     except: Option<String>,
     /// Same as `except`.
+    #[param(pattern = "^sess_[A-Za-z0-9_-]{16}$")]
     except_session_id: Option<String>,
 }
 
 /// Ends all of a user's sessions, optionally but one.
 #[utoipa::path(
-    delete, path = "/v1/users/{userId}/sessions", tag = "backend",
+    delete, path = "/v1/users/{userId}/sessions", operation_id = "revokeUserSessions", tag = "backend",
     security(("api_key" = [])),
     params(("userId" = String, Path, description = "The user"), RevokeAllQuery),
     responses(
@@ -254,8 +257,11 @@ pub async fn revoke_user(
 
 /// Query of the emergency revoke-everything call.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeEveryoneQuery {
-    /// Must be `all-sessions`: a typo or a stray `DELETE` must not log everyone out.
+    /// Must be `all-sessions`: a typo or a stray `DELETE` must not log everyone out. Required:
+    /// without it the call is refused with `400`.
+    #[param(required = true, value_type = String, pattern = "^all-sessions$")]
     confirm: Option<String>,
 }
 
@@ -265,7 +271,7 @@ const CONFIRM_ALL: &str = "all-sessions";
 /// The emergency path (S12): ends every session of every user, for a leaked token database or
 /// a compromised backend. Also `sessiond revoke --all`.
 #[utoipa::path(
-    delete, path = "/v1/sessions", tag = "backend",
+    delete, path = "/v1/sessions", operation_id = "revokeEveryone", tag = "backend",
     security(("api_key" = [])),
     params(RevokeEveryoneQuery),
     responses(

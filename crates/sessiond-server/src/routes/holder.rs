@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// Forward-auth check for a gateway.
 #[utoipa::path(
-    get, path = "/v1/auth", tag = "token holder",
+    get, path = "/v1/auth", operation_id = "forwardAuth", tag = "token holder",
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "A live session; identity in the headers, empty body",
@@ -48,7 +48,7 @@ pub async fn forward_auth(holder: Result<GatewayHolder, ApiError>) -> Response {
 
 /// Reads the caller's session and records activity.
 #[utoipa::path(
-    get, path = "/v1/session", tag = "token holder",
+    get, path = "/v1/session", operation_id = "readOwnSession", tag = "token holder",
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The session", body = SessionDocument),
@@ -61,7 +61,7 @@ pub async fn read(holder: Holder) -> Response {
 
 /// JSON Merge Patch of the caller's `userData`, optionally conditional on `If-Match`.
 #[utoipa::path(
-    patch, path = "/v1/session", tag = "token holder",
+    patch, path = "/v1/session", operation_id = "patchOwnSession", tag = "token holder",
     security(("bearer" = []), ("cookie" = [])),
     request_body(content = PatchSession, content_type = "application/json"),
     params(("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")),
@@ -102,7 +102,7 @@ pub async fn patch(
 
 /// Issues a new token for the caller's session; the presented token dies at once.
 #[utoipa::path(
-    post, path = "/v1/session/rotate", tag = "token holder",
+    post, path = "/v1/session/rotate", operation_id = "rotateOwnSession", tag = "token holder",
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The new token and the session", body = IssuedSession),
@@ -137,7 +137,7 @@ pub async fn rotate(State(state): State<AppState>, holder: Holder) -> Result<Res
 
 /// Logout: ends the caller's session everywhere.
 #[utoipa::path(
-    delete, path = "/v1/session", tag = "token holder",
+    delete, path = "/v1/session", operation_id = "logout", tag = "token holder",
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 204, description = "The session is gone"),

@@ -126,6 +126,85 @@ async fn openapi_document_lists_every_path() {
     app.shutdown().await;
 }
 
+/// The document says what the server does (checked against the running server by
+/// `scripts/openapi-fuzz` in CI; these are the points a fuzzer finds only by luck): the query
+/// parameters are in the query, the emergency call's `confirm` is required, ids have their
+/// shape, every operation id is unique, every body may be refused as 408, 413 or 415, and the
+/// gateway's check declares only 200, 401 and 503.
+#[tokio::test]
+async fn openapi_document_declares_what_the_server_answers() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .send(app.req(Method::GET, "/openapi.json"))
+        .await
+        .expect_status(StatusCode::OK)
+        .json();
+    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let param = |op: &serde_json::Value, name: &str| {
+        op["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+    };
+    let everyone = op("/v1/sessions", "delete");
+    let confirm = param(&everyone, "confirm");
+    assert_eq!(confirm["in"], "query");
+    assert_eq!(confirm["required"], true);
+    let revoke_user = op("/v1/users/{userId}/sessions", "delete");
+    for name in ["except", "exceptSessionId"] {
+        let p = param(&revoke_user, name);
+        assert_eq!(p["in"], "query", "{name}");
+        assert_ne!(p["required"], true, "{name} is optional");
+        assert_eq!(p["schema"]["pattern"], "^sess_[A-Za-z0-9_-]{16}$", "{name}");
+    }
+    let user = param(&revoke_user, "userId");
+    assert_eq!(user["schema"]["maxLength"], 256);
+    assert_eq!(user["schema"]["minLength"], 1);
+    let read = op("/v1/sessions/{sessionId}", "get");
+    assert_eq!(
+        param(&read, "sessionId")["schema"]["pattern"],
+        "^sess_[A-Za-z0-9_-]{16}$"
+    );
+    let ttl = &doc["components"]["schemas"]["CreateSession"]["properties"]["ttlSeconds"];
+    assert_eq!(ttl["minimum"], 1);
+    assert_eq!(ttl["maximum"], 9_007_199_254_740_991_u64);
+
+    let mut ids = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let statuses: Vec<&str> = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            ids.push(
+                operation["operationId"]
+                    .as_str()
+                    .expect("an operation id")
+                    .to_owned(),
+            );
+            if operation.get("requestBody").is_some() {
+                for status in ["400", "408", "413", "415", "503"] {
+                    assert!(statuses.contains(&status), "{method} {path}: {status}");
+                }
+            }
+            if path == "/v1/auth" {
+                assert_eq!(statuses, ["200", "401", "503"], "the gateway's check");
+            } else if path.starts_with("/v1/") {
+                for status in ["401", "503"] {
+                    assert!(statuses.contains(&status), "{method} {path}: {status}");
+                }
+            }
+        }
+    }
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids are unique: {ids:?}");
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn s22_every_kind_of_answer_carries_the_hardening_headers() {
     // `TestApp::send` asserts `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`
