@@ -230,7 +230,9 @@ async fn s07_redis_ttls_never_exceed_the_absolute_time_remaining() {
     let app = app_on_own_redis(Duration::from_secs(2)).await;
     // The longest idle timeout a creator can ask for is the whole absolute lifetime.
     let (long, long_doc) = app
-        .create_session_with(&json!({"userId": "user_ttl", "ttlSeconds": u64::MAX}))
+        .create_session_with(
+            &json!({"userId": "user_ttl", "ttlSeconds": 9_007_199_254_740_991_u64}),
+        )
         .await;
     assert_eq!(long_doc["expiresAt"], long_doc["absoluteExpiresAt"]);
     let (short, short_doc) = app.create_session("user_ttl").await;
