@@ -998,3 +998,30 @@ fn s21_gateway_answers_503_for_every_sessiond_answer_but_200_and_401() {
         "the app was reached without a 200 from sessiond"
     );
 }
+
+/// A control byte in the credential (`Authorization: Bearer \x7f`, a cookie holding one) is
+/// no token: through the gateway it is a 401 like any other, never the 503 that sessiond's
+/// HTTP parser refusing the header (its own 400, which auth_request turns into an error)
+/// would give. Also with a valid token beside it in the cookie: a header sessiond cannot read
+/// carries nothing for it.
+#[test]
+fn s05_a_control_byte_in_a_credential_is_401_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessiond = Sessiond::start(dir.path());
+    let app = Recorder::start(echo_identity);
+    let nginx = Nginx::start(dir.path(), sessiond.port(), app.port());
+    let (token, _) = sessiond.create("user_dan");
+    for (name, value) in [
+        ("Authorization", "Bearer \u{7f}".to_owned()),
+        ("Authorization", format!("Bearer {token}\u{1}")),
+        ("Cookie", "lang=\u{7f}".to_owned()),
+        ("Cookie", format!("lang=\u{1b}; __Host-sid={token}")),
+    ] {
+        let res = nginx.get("/", &[(name, &value)]);
+        assert_unauthorized(&res, &format!("{name}: {value:?}"));
+    }
+    assert_eq!(app.hits(), 0, "the app is never reached");
+    // The same token, readable, still passes.
+    let res = nginx.get("/", &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(res.status, 200, "{res:?}");
+}
