@@ -1025,3 +1025,34 @@ fn s05_a_control_byte_in_a_credential_is_401_through_the_gateway() {
     let res = nginx.get("/", &[("Authorization", &format!("Bearer {token}"))]);
     assert_eq!(res.status, 200, "{res:?}");
 }
+
+/// Behind the gateway, a request with both `Content-Length` and `Transfer-Encoding` (D12) is
+/// refused with `400` before it reaches sessiond or the app: nginx refuses it itself. (Sent
+/// straight to sessiond, hyper reads it by `Transfer-Encoding` and closes the connection after
+/// the answer, RFC 9112's other option:
+/// `api/bad_input.rs::d12_ambiguous_message_framing_is_refused_or_ends_the_connection`.)
+#[test]
+fn d12_content_length_with_transfer_encoding_is_400_at_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessiond = Sessiond::start(dir.path());
+    let app = Recorder::start(echo_identity);
+    let nginx = Nginx::start(dir.path(), sessiond.port(), app.port());
+    let (token, _) = sessiond.create("user_erin");
+    let mut stream = TcpStream::connect(&nginx.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let chunked = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: app.test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(chunked.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let res = parse_response(&raw);
+    assert_eq!(res.status, 400, "{res:?}");
+    assert_eq!(app.hits(), 0, "neither request reached the app");
+}

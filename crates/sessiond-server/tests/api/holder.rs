@@ -141,7 +141,10 @@ async fn d06_s08_idle_timeout_and_ttl_seconds_set_expiry() {
     );
     // The longest TTL a create may ask for (2^53 − 1 s) is clamped to the absolute lifetime,
     // not an overflow; longer ones are 400 (`bad_input.rs::d06_bad_ttl_seconds_are_400`).
-    for huge in [json!(86_400_u64 * 365 * 100), json!(9_007_199_254_740_991_u64)] {
+    for huge in [
+        json!(86_400_u64 * 365 * 100),
+        json!(9_007_199_254_740_991_u64),
+    ] {
         let (_, s) = app
             .create_session_with(&json!({"userId": "u1", "ttlSeconds": huge}))
             .await;
