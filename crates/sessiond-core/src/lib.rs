@@ -17,6 +17,8 @@
 //! - [`error`]: [`StoreError`], with the predicates the HTTP layer branches on.
 //! - [`event`]: [`SessionEvent`], what happened to a session, who did it and from where, and
 //!   the [`EventSink`] trait the metrics, the log and the audit trail implement.
+//! - [`tier`]: the durable tier's seam: [`OutboxEntry`](tier::OutboxEntry), the change and
+//!   event it records, and the [`DurableTier`](tier::DurableTier) trait an engine implements.
 //! - [`wrap`]: [`StoreWrapper`](wrap::StoreWrapper), how a store over a store (cache, tier,
 //!   instrumentation) overrides only the operations it changes.
 //! - [`service`]: [`Sessions`], the session logic over any store (validate, touch, patch,
@@ -31,6 +33,7 @@ pub mod policy;
 pub mod record;
 pub mod service;
 pub mod store;
+pub mod tier;
 pub mod time;
 pub mod token;
 pub mod wrap;

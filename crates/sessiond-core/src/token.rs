@@ -37,6 +37,11 @@ pub struct MalformedToken;
 #[error("the OS random number generator failed: {0}")]
 pub struct RandomnessUnavailable(getrandom::Error);
 
+/// Fills `bytes` from the OS CSPRNG (ids of tokens, secrets, event ids).
+pub(crate) fn fill_random(bytes: &mut [u8]) -> Result<(), RandomnessUnavailable> {
+    getrandom::fill(bytes).map_err(RandomnessUnavailable)
+}
+
 /// A session token: the public id plus the secret.
 ///
 /// `Debug` never shows the secret; the only way to the full text is [`Token::expose`], called

@@ -20,6 +20,7 @@
 //!   helpers that build records at fixed times.
 //! - [`store_conformance_tests!`]: expands to one `#[tokio::test]` per case, named after it.
 //! - [`redis`]: real `redis-server` processes (standalone and Cluster) for tests.
+//! - [`postgres`]: a real PostgreSQL server (`initdb` in a temporary directory) for tests.
 //! - [`proxy`]: a pausable TCP proxy, to make a replica lag while it keeps answering.
 //! - [`guarded`]: a store that keeps what it runs on (a server, a directory) alive with it.
 //! - [`clock`]: a clock tests advance, so expiry is tested without sleeping.
@@ -31,6 +32,7 @@ pub mod certs;
 pub mod clock;
 pub mod conformance;
 pub mod guarded;
+pub mod postgres;
 pub mod proxy;
 pub mod redis;
 

@@ -1,0 +1,512 @@
+//! The durable tier: where every session and every lifecycle event has a home behind the hot
+//! store (Redis or embedded), for the audit trail, cold sessions, and no mass logout when the
+//! hot store loses its data (`docs/design.md` §10).
+//!
+//! The hot store records each change together with an [`OutboxEntry`] describing it, in the
+//! same atomic write; a shipper hands batches of entries to a [`DurableTier`], which applies
+//! them idempotently. Revocations are also handed over directly, before they answer. This
+//! module is the seam: the entry, its parts, and the trait an engine (PostgreSQL first)
+//! implements. It does no I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::StoreError;
+use crate::event::{
+    Actor, BindingProperty, EventKind, EventName, InvalidReason, KeyId, SessionEvent,
+};
+use crate::id::{SessionId, UserId};
+use crate::record::SessionRecord;
+use crate::time::Timestamp;
+use crate::token::RandomnessUnavailable;
+
+/// An event's id: 128 bits, random, written as a UUID (version 4). Fixed when the event is
+/// written to the outbox, so every replay of it carries the same id and is applied once.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    /// A fresh id from the OS CSPRNG.
+    pub fn generate() -> Result<Self, RandomnessUnavailable> {
+        let mut bytes = [0u8; 16];
+        crate::token::fill_random(&mut bytes)?;
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Ok(EventId(bytes))
+    }
+
+    /// The `n`th id derived from this one, for the several events of one write (a create
+    /// that also evicts): distinct for distinct `n`, and `derive(0)` is the id itself.
+    #[must_use]
+    pub fn derive(self, n: u8) -> Self {
+        let mut bytes = self.0;
+        bytes[15] ^= n;
+        EventId(bytes)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+/// The text was not a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an event id (a UUID)")]
+pub struct MalformedEventId;
+
+impl FromStr for EventId {
+    type Err = MalformedEventId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+        if s.len() != 36 || hex.len() != 32 {
+            return Err(MalformedEventId);
+        }
+        let mut bytes = [0u8; 16];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            let digits = std::str::from_utf8(pair).map_err(|_| MalformedEventId)?;
+            bytes[i] = u8::from_str_radix(digits, 16).map_err(|_| MalformedEventId)?;
+        }
+        Ok(EventId(bytes))
+    }
+}
+
+/// Where an entry sits in its outbox: later entries have greater positions. A session's
+/// entries are all in one outbox (its shard's), so comparing positions orders its changes.
+///
+/// A position is a hybrid clock, `milliseconds << 20 | sequence`, the shape of a Redis stream
+/// id: it keeps growing across a hot store that lost its data or a node replaced by a new
+/// one, as long as clocks do not go back by more than the changes in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// Bits of the sequence within one millisecond.
+    pub const SEQUENCE_BITS: u32 = 20;
+
+    /// The position of the `sequence`th entry written in millisecond `ms` (a Redis stream id
+    /// `ms-sequence`); a sequence past 2^20 − 1 saturates.
+    pub fn from_parts(ms: u64, sequence: u64) -> Self {
+        let max_seq = (1 << Self::SEQUENCE_BITS) - 1;
+        Position(ms.saturating_mul(1 << Self::SEQUENCE_BITS) | sequence.min(max_seq))
+    }
+
+    /// The first position after both `self` and the start of millisecond `now`.
+    #[must_use]
+    pub fn next(self, now: Timestamp) -> Self {
+        Position(
+            self.0
+                .saturating_add(1)
+                .max(Self::from_parts(now.as_millis(), 0).0),
+        )
+    }
+}
+
+/// What an event says happened, owned (the audit trail keeps it; [`EventKind`] borrows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditKind {
+    /// See [`EventKind::Created`].
+    Created,
+    /// See [`EventKind::Rotated`].
+    Rotated,
+    /// See [`EventKind::LoggedOut`].
+    LoggedOut,
+    /// See [`EventKind::Revoked`].
+    Revoked,
+    /// See [`EventKind::RevokedAll`].
+    RevokedAll {
+        /// How many live sessions ended.
+        count: u64,
+        /// The session spared.
+        kept: Option<SessionId>,
+    },
+    /// See [`EventKind::Replaced`].
+    Replaced {
+        /// The session that replaced it.
+        by: SessionId,
+    },
+    /// See [`EventKind::Evicted`].
+    Evicted {
+        /// The session created in its place.
+        by: SessionId,
+    },
+    /// See [`EventKind::Expired`].
+    Expired,
+    /// See [`EventKind::InvalidToken`].
+    InvalidToken {
+        /// Why.
+        reason: InvalidReason,
+    },
+    /// See [`EventKind::BindingMismatch`].
+    BindingMismatch {
+        /// What differs.
+        property: BindingProperty,
+        /// Whether the request was refused.
+        refused: bool,
+    },
+    /// See [`EventKind::RevokedEveryone`].
+    RevokedEveryone {
+        /// How many stored sessions were removed.
+        count: u64,
+    },
+}
+
+impl AuditKind {
+    /// Its name (the `kind` column, the metric label).
+    pub fn name(&self) -> EventName {
+        self.as_event_kind().name()
+    }
+
+    /// The borrowed form.
+    pub fn as_event_kind(&self) -> EventKind<'_> {
+        match self {
+            AuditKind::Created => EventKind::Created,
+            AuditKind::Rotated => EventKind::Rotated,
+            AuditKind::LoggedOut => EventKind::LoggedOut,
+            AuditKind::Revoked => EventKind::Revoked,
+            AuditKind::RevokedAll { count, kept } => EventKind::RevokedAll {
+                count: *count,
+                kept: kept.as_ref(),
+            },
+            AuditKind::Replaced { by } => EventKind::Replaced { by },
+            AuditKind::Evicted { by } => EventKind::Evicted { by },
+            AuditKind::Expired => EventKind::Expired,
+            AuditKind::InvalidToken { reason } => EventKind::InvalidToken { reason: *reason },
+            AuditKind::BindingMismatch { property, refused } => EventKind::BindingMismatch {
+                property: *property,
+                refused: *refused,
+            },
+            AuditKind::RevokedEveryone { count } => EventKind::RevokedEveryone { count: *count },
+        }
+    }
+}
+
+impl From<&EventKind<'_>> for AuditKind {
+    fn from(kind: &EventKind<'_>) -> Self {
+        match *kind {
+            EventKind::Created => AuditKind::Created,
+            EventKind::Rotated => AuditKind::Rotated,
+            EventKind::LoggedOut => AuditKind::LoggedOut,
+            EventKind::Revoked => AuditKind::Revoked,
+            EventKind::RevokedAll { count, kept } => AuditKind::RevokedAll {
+                count,
+                kept: kept.cloned(),
+            },
+            EventKind::Replaced { by } => AuditKind::Replaced { by: by.clone() },
+            EventKind::Evicted { by } => AuditKind::Evicted { by: by.clone() },
+            EventKind::Expired => AuditKind::Expired,
+            EventKind::InvalidToken { reason } => AuditKind::InvalidToken { reason },
+            EventKind::BindingMismatch { property, refused } => {
+                AuditKind::BindingMismatch { property, refused }
+            }
+            EventKind::RevokedEveryone { count } => AuditKind::RevokedEveryone { count },
+        }
+    }
+}
+
+/// One event as the audit trail keeps it: a [`SessionEvent`], owned, with its id. Never a
+/// token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Its id (the trail's unique key).
+    pub id: EventId,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The session, where there is one.
+    pub session_id: Option<SessionId>,
+    /// Its user, where known.
+    pub user_id: Option<UserId>,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The client's address, where known.
+    pub client_addr: Option<IpAddr>,
+    /// The client's `User-Agent`, where known (cut as [`crate::Client::new`] cuts it).
+    pub user_agent: Option<String>,
+}
+
+impl AuditEvent {
+    /// The owned form of `event`, with id `id`.
+    pub fn from_event(id: EventId, event: &SessionEvent<'_>) -> Self {
+        AuditEvent {
+            id,
+            at: event.at,
+            kind: AuditKind::from(&event.kind),
+            session_id: event.session_id.cloned(),
+            user_id: event.user_id.cloned(),
+            actor: event.actor,
+            client_addr: event.client.address,
+            user_agent: event.client.user_agent.map(str::to_owned),
+        }
+    }
+
+    /// The borrowed form, to hand to an [`EventSink`](crate::EventSink).
+    pub fn as_event(&self) -> SessionEvent<'_> {
+        SessionEvent {
+            kind: self.kind.as_event_kind(),
+            at: self.at,
+            session_id: self.session_id.as_ref(),
+            user_id: self.user_id.as_ref(),
+            actor: self.actor,
+            client: crate::Client {
+                address: self.client_addr,
+                user_agent: self.user_agent.as_deref(),
+            },
+        }
+    }
+
+    /// The backend key of a backend actor, where there is one.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.actor.key_id()
+    }
+}
+
+/// What a change did to the durable copy of sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DurableChange {
+    /// The session's record as it now is (created, touched, patched, rotated). Applied only
+    /// over an older position, and never to a session that has ended.
+    Live(SessionRecord),
+    /// The session ended. Final: no later or replayed [`DurableChange::Live`] brings it back.
+    Ended(SessionId),
+    /// Every session of the event's user created at or before the event ended, but `kept`.
+    /// `ended` names those the hot store removed, so each is final even if its durable copy
+    /// has not arrived yet.
+    UserEnded {
+        /// The user.
+        user_id: UserId,
+        /// The session spared.
+        kept: Option<SessionId>,
+        /// The sessions the hot store ended.
+        ended: Vec<SessionId>,
+    },
+    /// Every session created at or before the event ended (revoke-everyone).
+    AllEnded,
+    /// Nothing changes (a refused token, a binding mismatch).
+    Nothing,
+}
+
+/// One outbox entry: an event and the change it describes, at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// Its place in its outbox.
+    pub position: Position,
+    /// What happened.
+    pub event: AuditEvent,
+    /// What it did to the durable copy.
+    pub change: DurableChange,
+}
+
+/// A session as the durable tier holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DurableSession {
+    /// Its latest shipped record (which may have expired: callers check
+    /// [`SessionRecord::is_live`]).
+    Live {
+        /// The record.
+        record: SessionRecord,
+        /// The position of the change that wrote it.
+        position: Position,
+    },
+    /// It ended; nothing may serve it again.
+    Ended,
+}
+
+/// Whose events to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsOf {
+    /// A user's (every session of theirs, and their revoke-alls).
+    User(UserId),
+    /// One session's.
+    Session(SessionId),
+}
+
+/// Where a page of events starts: just after the last event of the previous page. Opaque to
+/// clients (base64url of the event's time and id), so its form may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    /// The last event's time.
+    pub at: Timestamp,
+    /// The last event's id.
+    pub id: EventId,
+}
+
+/// The text was not a cursor sessiond issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a cursor from a previous page")]
+pub struct MalformedCursor;
+
+impl EventCursor {
+    /// Its text form.
+    pub fn encode(&self) -> String {
+        let mut bytes = [0u8; 24];
+        bytes[..8].copy_from_slice(&self.at.as_millis().to_be_bytes());
+        bytes[8..].copy_from_slice(&self.id.0);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Parses [`encode`](Self::encode)'s form.
+    pub fn decode(s: &str) -> Result<Self, MalformedCursor> {
+        if s.len() != 32 {
+            return Err(MalformedCursor);
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| MalformedCursor)?;
+        let (at, id) = bytes.split_at_checked(8).ok_or(MalformedCursor)?;
+        Ok(EventCursor {
+            at: Timestamp::from_millis(u64::from_be_bytes(
+                at.try_into().map_err(|_| MalformedCursor)?,
+            )),
+            id: EventId(id.try_into().map_err(|_| MalformedCursor)?),
+        })
+    }
+}
+
+/// A read of the audit trail, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Whose.
+    pub of: EventsOf,
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only events strictly older than this one (the previous page's cursor).
+    pub after: Option<EventCursor>,
+    /// At most this many ([`EventQuery::MAX_LIMIT`] at most).
+    pub limit: usize,
+}
+
+impl EventQuery {
+    /// The largest page.
+    pub const MAX_LIMIT: usize = 1_000;
+}
+
+/// One page of events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// The events.
+    pub events: Vec<AuditEvent>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<EventCursor>,
+}
+
+/// How long the tier keeps what it no longer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Events older than this are dropped.
+    pub events: std::time::Duration,
+    /// Sessions' durable copies are dropped once they have been expired or ended for this
+    /// long; at least the longest absolute timeout, so an ended session stays final for as
+    /// long as any copy of it could still be live.
+    pub sessions: std::time::Duration,
+}
+
+/// What a [`DurableTier::purge`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Events dropped.
+    pub events: u64,
+    /// Durable session copies dropped.
+    pub sessions: u64,
+}
+
+/// A durable tier engine (PostgreSQL first).
+///
+/// Every method may fail with [`StoreError::Unavailable`] or [`StoreError::Timeout`] while the
+/// tier is unreachable; the hot store keeps serving meanwhile, and the outbox keeps what has
+/// not been shipped.
+#[async_trait]
+pub trait DurableTier: fmt::Debug + Send + Sync + 'static {
+    /// Applies a batch, all or nothing: one row per event (an event already recorded, by id,
+    /// is not recorded again) and each change (applying a change twice is applying it once).
+    /// Entries of one session must come in position order, within a batch and across batches.
+    async fn ship(&self, batch: &[OutboxEntry]) -> Result<(), StoreError>;
+
+    /// The durable state of one session, if the tier has any.
+    async fn load(&self, id: &SessionId) -> Result<Option<DurableSession>, StoreError>;
+
+    /// The records of the user's sessions the tier holds as live and unexpired at `now`.
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// A page of the audit trail.
+    async fn events(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
+
+    /// Drops what `retention` no longer keeps, as of `now`.
+    async fn purge(&self, now: Timestamp, retention: Retention) -> Result<Purged, StoreError>;
+
+    /// Checks that the tier answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_uuids_and_parse_back() {
+        let id = EventId::generate().unwrap_or(EventId([7; 16]));
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(text.as_bytes()[14], b'4', "version 4: {text}");
+        assert_eq!(text.parse::<EventId>(), Ok(id));
+        assert_eq!("not-a-uuid".parse::<EventId>(), Err(MalformedEventId));
+        assert_ne!(id.derive(1), id);
+        assert_eq!(id.derive(0), id);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_other_text() {
+        let cursor = EventCursor {
+            at: Timestamp::from_millis(1_764_000_000_123),
+            id: EventId([0xab; 16]),
+        };
+        assert_eq!(EventCursor::decode(&cursor.encode()), Ok(cursor));
+        assert_eq!(EventCursor::decode("short"), Err(MalformedCursor));
+        assert_eq!(
+            EventCursor::decode(&"*".repeat(32)),
+            Err(MalformedCursor),
+            "not base64url"
+        );
+    }
+
+    #[test]
+    fn positions_grow_with_the_clock_and_within_a_millisecond() {
+        let p = Position::from_parts(1_000, 5);
+        assert!(
+            p.next(Timestamp::from_millis(1_000)) > p,
+            "same millisecond"
+        );
+        assert_eq!(
+            p.next(Timestamp::from_millis(2_000)),
+            Position::from_parts(2_000, 0),
+            "a later millisecond starts its own sequence"
+        );
+        assert!(
+            p.next(Timestamp::from_millis(10)) > p,
+            "a clock that went back never moves a position back"
+        );
+        assert!(Position::from_parts(1, u64::MAX) < Position::from_parts(2, 0));
+    }
+}
