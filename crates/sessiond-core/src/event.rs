@@ -194,6 +194,8 @@ pub enum EventKind<'a> {
     Created,
     /// The session's token was replaced; the old one is dead.
     Rotated,
+    /// The session's `userData` was changed (a merge patch that changed something).
+    Updated,
     /// The holder ended its own session.
     LoggedOut,
     /// A backend ended one session.
@@ -242,6 +244,7 @@ impl EventKind<'_> {
         match self {
             EventKind::Created => EventName::Created,
             EventKind::Rotated => EventName::Rotated,
+            EventKind::Updated => EventName::Updated,
             EventKind::LoggedOut => EventName::LoggedOut,
             EventKind::Revoked => EventName::Revoked,
             EventKind::RevokedAll { .. } => EventName::RevokedAll,
@@ -269,6 +272,8 @@ pub enum EventName {
     Created,
     /// See [`EventKind::Rotated`].
     Rotated,
+    /// See [`EventKind::Updated`].
+    Updated,
     /// See [`EventKind::LoggedOut`].
     LoggedOut,
     /// See [`EventKind::Revoked`].
@@ -293,9 +298,10 @@ pub enum EventName {
 
 impl EventName {
     /// Every kind, in the order of the metric's help text.
-    pub const ALL: [EventName; 12] = [
+    pub const ALL: [EventName; 13] = [
         EventName::Created,
         EventName::Rotated,
+        EventName::Updated,
         EventName::LoggedOut,
         EventName::Revoked,
         EventName::RevokedAll,
@@ -313,6 +319,7 @@ impl EventName {
         match self {
             EventName::Created => "created",
             EventName::Rotated => "rotated",
+            EventName::Updated => "updated",
             EventName::LoggedOut => "logged_out",
             EventName::Revoked => "revoked",
             EventName::RevokedAll => "revoked_all",
@@ -331,6 +338,7 @@ impl EventName {
         match self {
             EventName::Created => "session.created",
             EventName::Rotated => "session.rotated",
+            EventName::Updated => "session.updated",
             EventName::LoggedOut => "session.logged_out",
             EventName::Revoked => "session.revoked",
             EventName::RevokedAll => "session.revoked_all",
@@ -350,6 +358,7 @@ impl EventName {
         match self {
             EventName::Created => "session created",
             EventName::Rotated => "session token rotated",
+            EventName::Updated => "session userData changed",
             EventName::LoggedOut => "session ended by its holder",
             EventName::Revoked => "session revoked by a backend",
             EventName::RevokedAll => "every session of a user revoked",

@@ -215,7 +215,7 @@ impl Sessions {
             }
             match self
                 .store
-                .create(&record, replaces.as_ref(), self.policy.limit, now)
+                .create(&record, replaces.as_ref(), self.policy.limit, now, origin)
                 .await?
             {
                 CreateOutcome::Created { evicted, replaced } => {
@@ -284,7 +284,7 @@ impl Sessions {
         documents: bool,
         origin: Origin<'_>,
     ) -> Result<SessionRecord, SessionError> {
-        let result = self.check_token(token, documents).await;
+        let result = self.check_token(token, documents, origin).await;
         if let Err(SessionError::Unauthenticated) = &result {
             self.emit(
                 EventKind::InvalidToken {
@@ -303,6 +303,7 @@ impl Sessions {
         &self,
         token: &Token,
         documents: bool,
+        origin: Origin<'_>,
     ) -> Result<SessionRecord, SessionError> {
         let now = self.clock.now();
         let id = token.session_id();
@@ -317,7 +318,7 @@ impl Sessions {
         }
         let interval = self.policy.touch_interval_for(record.idle_timeout());
         if now.saturating_since(record.last_activity) >= interval {
-            match self.store.touch(id, now).await {
+            match self.store.touch(id, now, origin).await {
                 Ok(true) => return Ok(record.touched(now)),
                 Ok(false) => return Err(SessionError::Unauthenticated),
                 // The session was read live; recording activity is best effort, so a store
@@ -397,10 +398,19 @@ impl Sessions {
             check_object("userData", &user_data, limits.max_user_data_bytes, limits)?;
             match self
                 .store
-                .update_data(id, current.version, &user_data, now)
+                .update_data(id, current.version, &user_data, now, origin)
                 .await?
             {
-                UpdateOutcome::Updated(record) => return Ok(record),
+                UpdateOutcome::Updated(record) => {
+                    self.emit(
+                        EventKind::Updated,
+                        now,
+                        Some(&record.id),
+                        Some(&record.user_id),
+                        origin,
+                    );
+                    return Ok(record);
+                }
                 UpdateOutcome::NotFound => return Err(SessionError::NotFound),
                 UpdateOutcome::VersionMismatch { current } => {
                     if if_match.is_some() {
@@ -431,6 +441,7 @@ impl Sessions {
                 &token.secret_hash(),
                 &fresh.secret_hash(),
                 now,
+                origin,
             )
             .await?;
         match outcome {
@@ -459,7 +470,7 @@ impl Sessions {
         origin: Origin<'_>,
     ) -> Result<bool, SessionError> {
         let now = self.clock.now();
-        let ended = self.store.delete(&session.id, now).await?.is_some();
+        let ended = self.store.delete(&session.id, now, origin).await?.is_some();
         if ended {
             self.emit(
                 EventKind::LoggedOut,
@@ -475,7 +486,7 @@ impl Sessions {
     /// Ends one session (a backend or an operator). Returns whether it existed.
     pub async fn revoke(&self, id: &SessionId, origin: Origin<'_>) -> Result<bool, SessionError> {
         let now = self.clock.now();
-        let Some(user) = self.store.delete(id, now).await? else {
+        let Some(user) = self.store.delete(id, now, origin).await? else {
             return Ok(false);
         };
         self.emit(EventKind::Revoked, now, Some(id), Some(&user), origin);
@@ -501,7 +512,7 @@ impl Sessions {
         origin: Origin<'_>,
     ) -> Result<u64, SessionError> {
         let now = self.clock.now();
-        let count = self.store.delete_user(user, except, now).await?;
+        let count = self.store.delete_user(user, except, now, origin).await?;
         self.emit(
             EventKind::RevokedAll {
                 count,
@@ -518,7 +529,7 @@ impl Sessions {
     /// Ends every session of every user: the emergency path (S12). Returns how many stored
     /// sessions were removed.
     pub async fn revoke_everyone(&self, origin: Origin<'_>) -> Result<u64, SessionError> {
-        let count = self.store.delete_all().await?;
+        let count = self.store.delete_all(origin).await?;
         self.emit(
             EventKind::RevokedEveryone { count },
             self.clock.now(),

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::error::StoreError;
+use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
@@ -73,6 +74,11 @@ pub struct ExpiredSession {
 
 /// A session storage engine.
 ///
+/// Every operation that changes sessions takes the [`Origin`] of the request that asked for
+/// it: an engine that keeps an outbox for the durable tier records the change's event (who,
+/// from where) in the same atomic write as the change (`docs/design.md` §10); one that keeps
+/// none ignores it.
+///
 /// Callers pass `now` to every operation that depends on time; engines never consult a clock
 /// for expiry decisions, so all engines agree on when a session ends. Every read returns only
 /// records that are live at `now` ([`SessionRecord::is_live`]); every write to a session that
@@ -94,6 +100,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError>;
 
     /// The live record with this id, if any.
@@ -116,7 +123,12 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 
     /// Records activity at `at` (never moving it backwards) and extends the engine's own expiry
     /// to match. Returns `false`, writing nothing, when no live session has this id.
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError>;
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<bool, StoreError>;
 
     /// Compare-and-set of `user_data`: writes it and increments `version` only if the stored
     /// version is `expected_version`.
@@ -126,6 +138,7 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError>;
 
     /// Compare-and-set of the secret hash: replaces `expected` by `replacement`, so of two
@@ -136,11 +149,17 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError>;
 
     /// Deletes a session and its index entry. Returns the user of the session when one live at
     /// `now` was removed (an expired record is removed too, but reported as absent).
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError>;
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError>;
 
     /// The user's live sessions, in no particular order. Index entries of expired or missing
     /// sessions met on the way may be pruned.
@@ -157,13 +176,14 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError>;
 
     /// Deletes every session of every user (the operator's emergency: a leaked signing key, a
     /// compromised store) and returns how many records were removed, expired ones not yet
     /// reclaimed included. Every session that existed when the call started is gone when it
     /// returns, on every read path; sessions created meanwhile may survive.
-    async fn delete_all(&self) -> Result<u64, StoreError>;
+    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError>;
 
     /// Number of stored sessions, including expired ones not yet reclaimed (for metrics), or
     /// `None` where the engine cannot count without scanning (Redis).

@@ -128,6 +128,8 @@ pub enum AuditKind {
     Created,
     /// See [`EventKind::Rotated`].
     Rotated,
+    /// See [`EventKind::Updated`].
+    Updated,
     /// See [`EventKind::LoggedOut`].
     LoggedOut,
     /// See [`EventKind::Revoked`].
@@ -181,6 +183,7 @@ impl AuditKind {
         match self {
             AuditKind::Created => EventKind::Created,
             AuditKind::Rotated => EventKind::Rotated,
+            AuditKind::Updated => EventKind::Updated,
             AuditKind::LoggedOut => EventKind::LoggedOut,
             AuditKind::Revoked => EventKind::Revoked,
             AuditKind::RevokedAll { count, kept } => EventKind::RevokedAll {
@@ -205,6 +208,7 @@ impl From<&EventKind<'_>> for AuditKind {
         match *kind {
             EventKind::Created => AuditKind::Created,
             EventKind::Rotated => AuditKind::Rotated,
+            EventKind::Updated => AuditKind::Updated,
             EventKind::LoggedOut => AuditKind::LoggedOut,
             EventKind::Revoked => AuditKind::Revoked,
             EventKind::RevokedAll { count, kept } => AuditKind::RevokedAll {

@@ -50,6 +50,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::error::StoreError;
+use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
@@ -71,8 +72,11 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
-        self.inner().create(record, replaces, limit, now).await
+        self.inner()
+            .create(record, replaces, limit, now, origin)
+            .await
     }
 
     async fn load(
@@ -91,8 +95,13 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().load_identity(id, now).await
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        self.inner().touch(id, at).await
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
+        self.inner().touch(id, at, origin).await
     }
 
     async fn update_data(
@@ -101,9 +110,10 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         self.inner()
-            .update_data(id, expected_version, user_data, now)
+            .update_data(id, expected_version, user_data, now, origin)
             .await
     }
 
@@ -113,12 +123,20 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
-        self.inner().rotate(id, expected, replacement, now).await
+        self.inner()
+            .rotate(id, expected, replacement, now, origin)
+            .await
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
-        self.inner().delete(id, now).await
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.inner().delete(id, now, origin).await
     }
 
     async fn list_user(
@@ -134,12 +152,13 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
-        self.inner().delete_user(user, except, now).await
+        self.inner().delete_user(user, except, now, origin).await
     }
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        self.inner().delete_all().await
+    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
+        self.inner().delete_all(origin).await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
@@ -175,8 +194,9 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
-        self.0.create(record, replaces, limit, now).await
+        self.0.create(record, replaces, limit, now, origin).await
     }
 
     async fn load(
@@ -195,8 +215,13 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         self.0.load_identity(id, now).await
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        self.0.touch(id, at).await
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
+        self.0.touch(id, at, origin).await
     }
 
     async fn update_data(
@@ -205,9 +230,10 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         self.0
-            .update_data(id, expected_version, user_data, now)
+            .update_data(id, expected_version, user_data, now, origin)
             .await
     }
 
@@ -217,12 +243,18 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
-        self.0.rotate(id, expected, replacement, now).await
+        self.0.rotate(id, expected, replacement, now, origin).await
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
-        self.0.delete(id, now).await
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.0.delete(id, now, origin).await
     }
 
     async fn list_user(
@@ -238,12 +270,13 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
-        self.0.delete_user(user, except, now).await
+        self.0.delete_user(user, except, now, origin).await
     }
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        self.0.delete_all().await
+    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
+        self.0.delete_all(origin).await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {

@@ -96,6 +96,16 @@ impl EventSink for LogSink {
                     "a session is used by another client than the one that logged in"
                 );
             }
+            // As frequent as the app's writes (a cart, preferences): debug, like refusals.
+            EventKind::Updated => tracing::debug!(
+                event,
+                session_id,
+                user_id = e.user_id.map(|u| u.as_str()),
+                actor = e.actor.as_str(),
+                key_id = e.actor.key_id().map(tracing::field::display),
+                "{}",
+                name.describe()
+            ),
             EventKind::RevokedEveryone { count } => tracing::warn!(
                 event,
                 revoked = count,

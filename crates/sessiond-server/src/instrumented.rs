@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sessiond_core::wrap::StoreWrapper;
 use sessiond_core::{
-    CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    CreateOutcome, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
     SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
@@ -57,11 +57,12 @@ impl StoreWrapper for InstrumentedStore {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
         timed!(
             self,
             "create",
-            self.inner.create(record, replaces, limit, now)
+            self.inner.create(record, replaces, limit, now, origin)
         )
     }
 
@@ -73,8 +74,13 @@ impl StoreWrapper for InstrumentedStore {
         timed!(self, "load", self.inner.load(id, now))
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
-        timed!(self, "touch", self.inner.touch(id, at))
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
+        timed!(self, "touch", self.inner.touch(id, at, origin))
     }
 
     async fn update_data(
@@ -83,11 +89,13 @@ impl StoreWrapper for InstrumentedStore {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         timed!(
             self,
             "update_data",
-            self.inner.update_data(id, expected_version, user_data, now)
+            self.inner
+                .update_data(id, expected_version, user_data, now, origin)
         )
     }
 
@@ -97,16 +105,22 @@ impl StoreWrapper for InstrumentedStore {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
         timed!(
             self,
             "rotate",
-            self.inner.rotate(id, expected, replacement, now)
+            self.inner.rotate(id, expected, replacement, now, origin)
         )
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
-        timed!(self, "delete", self.inner.delete(id, now))
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError> {
+        timed!(self, "delete", self.inner.delete(id, now, origin))
     }
 
     async fn list_user(
@@ -122,11 +136,12 @@ impl StoreWrapper for InstrumentedStore {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
         timed!(
             self,
             "delete_user",
-            self.inner.delete_user(user, except, now)
+            self.inner.delete_user(user, except, now, origin)
         )
     }
 
@@ -138,8 +153,8 @@ impl StoreWrapper for InstrumentedStore {
         timed!(self, "load_identity", self.inner.load_identity(id, now))
     }
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
-        timed!(self, "delete_all", self.inner.delete_all())
+    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
+        timed!(self, "delete_all", self.inner.delete_all(origin))
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {

@@ -35,7 +35,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sessiond_core::{
-    CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    CreateOutcome, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
     SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
@@ -187,6 +187,7 @@ impl SessionStore for EmbeddedStore {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
         let record = record.clone();
         let replaces = replaces.cloned();
@@ -207,7 +208,12 @@ impl SessionStore for EmbeddedStore {
         ops::load(&self.shared, id, now)
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        _origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
         let id = id.clone();
         self.blocking(move |s| ops::touch(s, &id, at)).await
     }
@@ -218,6 +224,7 @@ impl SessionStore for EmbeddedStore {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         let (id, data) = (id.clone(), user_data.clone());
         self.blocking(move |s| ops::update_data(s, &id, expected_version, data, now))
@@ -230,13 +237,19 @@ impl SessionStore for EmbeddedStore {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
         let (id, expected, replacement) = (id.clone(), expected.clone(), replacement.clone());
         self.blocking(move |s| ops::rotate(s, &id, &expected, replacement, now))
             .await
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        _origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError> {
         let id = id.clone();
         self.blocking(move |s| ops::delete(s, &id, now)).await
     }
@@ -255,13 +268,14 @@ impl SessionStore for EmbeddedStore {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
         let (user, except) = (user.clone(), except.cloned());
         self.blocking(move |s| ops::delete_user(s, &user, except.as_ref(), now))
             .await
     }
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
+    async fn delete_all(&self, _origin: Origin<'_>) -> Result<u64, StoreError> {
         self.blocking(ops::delete_all).await
     }
 

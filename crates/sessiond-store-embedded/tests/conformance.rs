@@ -55,7 +55,7 @@ async fn sessions_survive_reopen() {
         let store = open(dir.path());
         assert_eq!(
             store
-                .create(&rec, None, NO_LIMIT, at(0))
+                .create(&rec, None, NO_LIMIT, at(0), sessiond_core::Origin::CLI)
                 .await
                 .expect("create"),
             CreateOutcome::Created {
@@ -66,7 +66,13 @@ async fn sessions_survive_reopen() {
         );
         let data = object(json!({"step": 2}));
         let UpdateOutcome::Updated(updated) = store
-            .update_data(&rec.id, rec.version, &data, at(10))
+            .update_data(
+                &rec.id,
+                rec.version,
+                &data,
+                at(10),
+                sessiond_core::Origin::CLI,
+            )
             .await
             .expect("update_data")
         else {
@@ -104,7 +110,7 @@ async fn close_makes_touches_durable() {
         let store = open(dir.path());
         assert_eq!(
             store
-                .create(&rec, None, NO_LIMIT, at(0))
+                .create(&rec, None, NO_LIMIT, at(0), sessiond_core::Origin::CLI)
                 .await
                 .expect("create"),
             CreateOutcome::Created {
@@ -114,7 +120,10 @@ async fn close_makes_touches_durable() {
             "create must succeed"
         );
         assert!(
-            store.touch(&rec.id, at(5_000)).await.expect("touch"),
+            store
+                .touch(&rec.id, at(5_000), sessiond_core::Origin::CLI)
+                .await
+                .expect("touch"),
             "touch of a live session must report true"
         );
         store.close().await.expect("close");
@@ -177,7 +186,7 @@ async fn sweep_reclaims_expired_sessions_only() {
         for rec in [&live, &idled, &ended] {
             assert_eq!(
                 store
-                    .create(rec, None, NO_LIMIT, at(0))
+                    .create(rec, None, NO_LIMIT, at(0), sessiond_core::Origin::CLI)
                     .await
                     .expect("create"),
                 CreateOutcome::Created {
@@ -275,7 +284,7 @@ async fn sweep_reclaims_session_expiring_exactly_now() {
     let rec = record_with_idle(&fresh_user("sweep-edge"), at(0), 1_000);
     assert_eq!(
         store
-            .create(&rec, None, NO_LIMIT, at(0))
+            .create(&rec, None, NO_LIMIT, at(0), sessiond_core::Origin::CLI)
             .await
             .expect("create"),
         CreateOutcome::Created {
@@ -320,7 +329,7 @@ async fn reclaim_expired_works_in_bounded_batches() {
         let rec = record_with_idle(&user, at(0), 1_000);
         assert_eq!(
             store
-                .create(&rec, None, NO_LIMIT, at(0))
+                .create(&rec, None, NO_LIMIT, at(0), sessiond_core::Origin::CLI)
                 .await
                 .expect("create"),
             CreateOutcome::Created {

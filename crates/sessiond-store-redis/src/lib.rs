@@ -51,8 +51,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 use sessiond_core::{
-    AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
-    SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
+    AtCap, CreateOutcome, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 pub use connection::{ConnectError, TlsRoots, Topology};
@@ -175,6 +175,7 @@ impl SessionStore for RedisStore {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
         let shard = record.user_id.shard();
         if record.id.shard() != shard {
@@ -241,7 +242,12 @@ impl SessionStore for RedisStore {
         self.load_live(id, now, false).await
     }
 
-    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        _origin: Origin<'_>,
+    ) -> Result<bool, StoreError> {
         let touched: bool = self
             .call(|mut c| async move {
                 scripts::TOUCH
@@ -261,6 +267,7 @@ impl SessionStore for RedisStore {
         expected_version: u64,
         user_data: &Map<String, Json>,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         let data = encode_object(user_data)?;
         let expected = version_bytes(expected_version)?;
@@ -297,6 +304,7 @@ impl SessionStore for RedisStore {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
         let reply: RotateReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
@@ -316,7 +324,12 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, id: &SessionId, now: Timestamp) -> Result<Option<UserId>, StoreError> {
+    async fn delete(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        _origin: Origin<'_>,
+    ) -> Result<Option<UserId>, StoreError> {
         let reply: DeleteReply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::DELETE
@@ -370,6 +383,7 @@ impl SessionStore for RedisStore {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
+        _origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
         let keep = except.map(member).unwrap_or("");
         let shard = user.shard();
@@ -394,7 +408,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete_all(&self) -> Result<u64, StoreError> {
+    async fn delete_all(&self, _origin: Origin<'_>) -> Result<u64, StoreError> {
         let (records, indexes) = (self.keys.record_pattern(), self.keys.index_pattern());
         let is_record = |k: &[u8]| self.keys.is_record(k);
         let is_index = |k: &[u8]| self.keys.is_index(k);

@@ -76,7 +76,10 @@ async fn revoke_everyone_spares_foreign_keys(
         set(key);
     }
     let (sessions, tokens) = create_three(store.clone()).await;
-    let removed = store.delete_all().await.expect("revoke everyone");
+    let removed = store
+        .delete_all(sessiond_core::Origin::CLI)
+        .await
+        .expect("revoke everyone");
     assert_eq!(removed, 3, "only sessiond's records are counted");
     for token in &tokens {
         assert!(

@@ -52,8 +52,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use sessiond_core::{
-    AtCap, CreateOutcome, RotateOutcome, SecretHash, SessionId, SessionLimit, SessionRecord,
-    SessionStore, StoreError, Timestamp, Token, UpdateOutcome, UserId,
+    AtCap, CreateOutcome, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    SessionRecord, SessionStore, StoreError, Timestamp, Token, UpdateOutcome, UserId,
 };
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -72,6 +72,9 @@ pub const NO_LIMIT: SessionLimit = SessionLimit {
     max_per_user: None,
     at_cap: AtCap::EvictOldest,
 };
+
+/// Who asks for every change the suite makes (an engine with an outbox records it).
+pub const BY: Origin<'static> = Origin::CLI;
 
 /// `ms` milliseconds after [`T0`].
 pub fn at(ms: u64) -> Timestamp {
@@ -142,7 +145,7 @@ pub fn object(value: Value) -> Map<String, Value> {
 /// Stores `record` with no cap at its creation time and checks that it was created.
 async fn create(store: &dyn SessionStore, record: &SessionRecord) {
     let outcome = store
-        .create(record, None, NO_LIMIT, record.created_at)
+        .create(record, None, NO_LIMIT, record.created_at, BY)
         .await
         .expect("create failed");
     assert_eq!(
@@ -244,7 +247,7 @@ pub async fn create_with_taken_id_changes_nothing(store: Arc<dyn SessionStore>) 
     collision.id = original.id.clone();
     collision.user_data = object(json!({"taken": "over"}));
     let outcome = store
-        .create(&collision, None, NO_LIMIT, at(10))
+        .create(&collision, None, NO_LIMIT, at(10), BY)
         .await
         .expect("create failed");
     assert_eq!(
@@ -285,7 +288,10 @@ pub async fn touch_moves_activity_forward_and_keeps_data(store: Arc<dyn SessionS
     create(&*store, &rec).await;
 
     assert!(
-        store.touch(&rec.id, at(5_000)).await.expect("touch failed"),
+        store
+            .touch(&rec.id, at(5_000), BY)
+            .await
+            .expect("touch failed"),
         "touch of a live session must report true"
     );
     let loaded = load(&*store, &rec.id, at(5_000))
@@ -313,11 +319,17 @@ pub async fn touch_never_moves_activity_backward(store: Arc<dyn SessionStore>) {
     create(&*store, &rec).await;
 
     assert!(
-        store.touch(&rec.id, at(5_000)).await.expect("touch failed"),
+        store
+            .touch(&rec.id, at(5_000), BY)
+            .await
+            .expect("touch failed"),
         "touch of a live session must report true"
     );
     assert!(
-        store.touch(&rec.id, at(2_000)).await.expect("touch failed"),
+        store
+            .touch(&rec.id, at(2_000), BY)
+            .await
+            .expect("touch failed"),
         "an out-of-order touch of a live session must still report true"
     );
     let loaded = load(&*store, &rec.id, at(5_000))
@@ -338,7 +350,10 @@ pub async fn touch_extends_idle_expiry(store: Arc<dyn SessionStore>) {
     create(&*store, &rec).await;
 
     assert!(
-        store.touch(&rec.id, at(800)).await.expect("touch failed"),
+        store
+            .touch(&rec.id, at(800), BY)
+            .await
+            .expect("touch failed"),
         "touch of a live session must report true"
     );
     assert!(
@@ -362,7 +377,10 @@ pub async fn touch_of_unknown_or_expired_session_writes_nothing(store: Arc<dyn S
     let unknown = record(&fresh_user("touch-unknown"), at(0));
     let before = count(&*store).await;
     assert!(
-        !store.touch(&unknown.id, at(0)).await.expect("touch failed"),
+        !store
+            .touch(&unknown.id, at(0), BY)
+            .await
+            .expect("touch failed"),
         "touch of an unknown id must report false"
     );
     assert_eq!(
@@ -379,11 +397,17 @@ pub async fn touch_of_unknown_or_expired_session_writes_nothing(store: Arc<dyn S
     let rec = record_with_idle(&fresh_user("touch-expired"), at(0), 1_000);
     create(&*store, &rec).await;
     assert!(
-        !store.touch(&rec.id, at(1_000)).await.expect("touch failed"),
+        !store
+            .touch(&rec.id, at(1_000), BY)
+            .await
+            .expect("touch failed"),
         "touch at the idle expiry must report false"
     );
     assert!(
-        !store.touch(&rec.id, at(1_200)).await.expect("touch failed"),
+        !store
+            .touch(&rec.id, at(1_200), BY)
+            .await
+            .expect("touch failed"),
         "touch after the idle expiry must report false"
     );
     for now in [at(1_000), at(1_200), at(1_999), at(2_100)] {
@@ -449,6 +473,7 @@ pub async fn idle_expired_session_is_gone_for_every_operation(store: Arc<dyn Ses
             rec.version,
             &object(json!({"late": true})),
             expired,
+            BY,
         )
         .await
         .expect("update_data failed");
@@ -458,7 +483,7 @@ pub async fn idle_expired_session_is_gone_for_every_operation(store: Arc<dyn Ses
         "update_data of an expired session must report NotFound"
     );
     let rotated = store
-        .rotate(&rec.id, &rec.secret_hash, &fresh_hash(), expired)
+        .rotate(&rec.id, &rec.secret_hash, &fresh_hash(), expired, BY)
         .await
         .expect("rotate failed");
     assert_eq!(
@@ -467,7 +492,10 @@ pub async fn idle_expired_session_is_gone_for_every_operation(store: Arc<dyn Ses
         "rotate of an expired session must report NotFound"
     );
     assert!(
-        !store.touch(&rec.id, expired).await.expect("touch failed"),
+        !store
+            .touch(&rec.id, expired, BY)
+            .await
+            .expect("touch failed"),
         "touch of an expired session must report false"
     );
 
@@ -499,7 +527,7 @@ pub async fn absolute_expiry_is_not_extended_by_touches(store: Arc<dyn SessionSt
     // ten real seconds of room, so it never races the engine's own clock.
     for t in [30_000, 60_000, 90_000] {
         assert!(
-            store.touch(&rec.id, at(t)).await.expect("touch failed"),
+            store.touch(&rec.id, at(t), BY).await.expect("touch failed"),
             "touch at +{t} ms, before the absolute expiry, must report true"
         );
     }
@@ -509,7 +537,7 @@ pub async fn absolute_expiry_is_not_extended_by_touches(store: Arc<dyn SessionSt
     );
     assert!(
         store
-            .touch(&rec.id, at(99_999))
+            .touch(&rec.id, at(99_999), BY)
             .await
             .expect("touch failed"),
         "touch just before the absolute expiry must report true"
@@ -526,7 +554,7 @@ pub async fn absolute_expiry_is_not_extended_by_touches(store: Arc<dyn SessionSt
     );
     assert!(
         !store
-            .touch(&rec.id, at(100_000))
+            .touch(&rec.id, at(100_000), BY)
             .await
             .expect("touch failed"),
         "touch at the absolute expiry must report false"
@@ -549,7 +577,7 @@ pub async fn update_data_with_current_version_replaces_data(store: Arc<dyn Sessi
 
     let data = object(json!({"cart": [], "step": "checkout"}));
     let outcome = store
-        .update_data(&rec.id, rec.version, &data, at(10))
+        .update_data(&rec.id, rec.version, &data, at(10), BY)
         .await
         .expect("update_data failed");
     let expected = SessionRecord {
@@ -571,7 +599,7 @@ pub async fn update_data_with_current_version_replaces_data(store: Arc<dyn Sessi
 
     // Replacing, not merging: keys absent from the new document are gone.
     let outcome = store
-        .update_data(&rec.id, expected.version, &Map::new(), at(20))
+        .update_data(&rec.id, expected.version, &Map::new(), at(20), BY)
         .await
         .expect("update_data failed");
     let UpdateOutcome::Updated(emptied) = outcome else {
@@ -596,7 +624,7 @@ pub async fn update_data_with_stale_version_is_refused(store: Arc<dyn SessionSto
     create(&*store, &rec).await;
     let first = object(json!({"winner": "first"}));
     let outcome = store
-        .update_data(&rec.id, 1, &first, at(10))
+        .update_data(&rec.id, 1, &first, at(10), BY)
         .await
         .expect("update_data failed");
     assert!(
@@ -606,7 +634,13 @@ pub async fn update_data_with_stale_version_is_refused(store: Arc<dyn SessionSto
 
     for stale in [1, 0, 3, 7] {
         let outcome = store
-            .update_data(&rec.id, stale, &object(json!({"winner": "late"})), at(20))
+            .update_data(
+                &rec.id,
+                stale,
+                &object(json!({"winner": "late"})),
+                at(20),
+                BY,
+            )
             .await
             .expect("update_data failed");
         assert_eq!(
@@ -629,7 +663,7 @@ pub async fn update_data_with_stale_version_is_refused(store: Arc<dyn SessionSto
 pub async fn update_data_of_unknown_session_is_not_found(store: Arc<dyn SessionStore>) {
     let unknown = record(&fresh_user("update-unknown"), at(0));
     let outcome = store
-        .update_data(&unknown.id, 1, &object(json!({"a": 1})), at(0))
+        .update_data(&unknown.id, 1, &object(json!({"a": 1})), at(0), BY)
         .await
         .expect("update_data failed");
     assert_eq!(
@@ -680,7 +714,7 @@ pub async fn concurrent_updates_lose_nothing(store: Arc<dyn SessionStore>) {
                     let mut data = current.user_data.clone();
                     data.insert("counter".into(), json!(n + 1));
                     match store
-                        .update_data(&id, current.version, &data, at(1))
+                        .update_data(&id, current.version, &data, at(1), BY)
                         .await
                         .expect("update_data failed")
                     {
@@ -721,7 +755,7 @@ pub async fn rotate_with_expected_hash_replaces_it(store: Arc<dyn SessionStore>)
 
     let replacement = fresh_hash();
     let outcome = store
-        .rotate(&rec.id, &rec.secret_hash, &replacement, at(10))
+        .rotate(&rec.id, &rec.secret_hash, &replacement, at(10), BY)
         .await
         .expect("rotate failed");
     let expected = SessionRecord {
@@ -751,7 +785,7 @@ pub async fn rotate_with_old_hash_is_stale(store: Arc<dyn SessionStore>) {
     create(&*store, &rec).await;
     let first = fresh_hash();
     let outcome = store
-        .rotate(&rec.id, &rec.secret_hash, &first, at(10))
+        .rotate(&rec.id, &rec.secret_hash, &first, at(10), BY)
         .await
         .expect("rotate failed");
     assert!(
@@ -760,7 +794,7 @@ pub async fn rotate_with_old_hash_is_stale(store: Arc<dyn SessionStore>) {
     );
 
     let outcome = store
-        .rotate(&rec.id, &rec.secret_hash, &fresh_hash(), at(20))
+        .rotate(&rec.id, &rec.secret_hash, &fresh_hash(), at(20), BY)
         .await
         .expect("rotate failed");
     assert_eq!(
@@ -781,7 +815,7 @@ pub async fn rotate_with_old_hash_is_stale(store: Arc<dyn SessionStore>) {
 pub async fn rotate_of_unknown_session_is_not_found(store: Arc<dyn SessionStore>) {
     let unknown = record(&fresh_user("rotate-unknown"), at(0));
     let outcome = store
-        .rotate(&unknown.id, &unknown.secret_hash, &fresh_hash(), at(0))
+        .rotate(&unknown.id, &unknown.secret_hash, &fresh_hash(), at(0), BY)
         .await
         .expect("rotate failed");
     assert_eq!(
@@ -815,7 +849,7 @@ pub async fn racing_rotations_have_exactly_one_winner(store: Arc<dyn SessionStor
             tasks.spawn(async move {
                 start.wait().await;
                 let outcome = store
-                    .rotate(&id, &expected, &replacement, at(10))
+                    .rotate(&id, &expected, &replacement, at(10), BY)
                     .await
                     .expect("rotate failed");
                 (outcome, replacement)
@@ -871,7 +905,7 @@ pub async fn delete_removes_session_and_index_entry(store: Arc<dyn SessionStore>
 
     assert_eq!(
         store
-            .delete(&doomed.id, at(10))
+            .delete(&doomed.id, at(10), BY)
             .await
             .expect("delete failed"),
         Some(user.clone()),
@@ -879,7 +913,7 @@ pub async fn delete_removes_session_and_index_entry(store: Arc<dyn SessionStore>
     );
     assert_eq!(
         store
-            .delete(&doomed.id, at(10))
+            .delete(&doomed.id, at(10), BY)
             .await
             .expect("delete failed"),
         None,
@@ -901,7 +935,10 @@ pub async fn delete_removes_session_and_index_entry(store: Arc<dyn SessionStore>
         "delete must remove the stored record"
     );
     assert!(
-        !store.touch(&doomed.id, at(20)).await.expect("touch failed"),
+        !store
+            .touch(&doomed.id, at(20), BY)
+            .await
+            .expect("touch failed"),
         "touch of a deleted session must report false"
     );
     assert_eq!(
@@ -912,7 +949,7 @@ pub async fn delete_removes_session_and_index_entry(store: Arc<dyn SessionStore>
     let unknown = record(&user, at(0));
     assert_eq!(
         store
-            .delete(&unknown.id, at(10))
+            .delete(&unknown.id, at(10), BY)
             .await
             .expect("delete failed"),
         None,
@@ -929,7 +966,7 @@ pub async fn delete_of_expired_session_reports_false(store: Arc<dyn SessionStore
 
     assert_eq!(
         store
-            .delete(&rec.id, at(1_000))
+            .delete(&rec.id, at(1_000), BY)
             .await
             .expect("delete failed"),
         None,
@@ -1003,7 +1040,7 @@ pub async fn delete_user_removes_every_live_session(store: Arc<dyn SessionStore>
 
     let now = at(5_000);
     let removed = store
-        .delete_user(&user, None, now)
+        .delete_user(&user, None, now, BY)
         .await
         .expect("delete_user failed");
     assert_eq!(
@@ -1029,7 +1066,7 @@ pub async fn delete_user_removes_every_live_session(store: Arc<dyn SessionStore>
     );
     assert_eq!(
         store
-            .delete_user(&user, None, now)
+            .delete_user(&user, None, now, BY)
             .await
             .expect("delete_user failed"),
         0,
@@ -1148,7 +1185,7 @@ pub async fn a_wrapper_keeps_the_identity_only_read(store: Arc<dyn SessionStore>
     );
     assert_eq!(
         wrapper
-            .delete(&rec.id, at(20))
+            .delete(&rec.id, at(20), BY)
             .await
             .expect("delete failed"),
         Some(user.clone()),
@@ -1254,7 +1291,7 @@ pub async fn d09_user_ids_of_any_printable_character_stay_apart(store: Arc<dyn S
     for (i, user) in users.iter().enumerate() {
         assert_eq!(
             store
-                .delete_user(user, None, at(20))
+                .delete_user(user, None, at(20), BY)
                 .await
                 .expect("delete_user failed"),
             1,
@@ -1284,7 +1321,7 @@ pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionS
         create(&*store, rec).await;
     }
     let now = at(1_000);
-    let removed = store.delete_all().await.expect("delete_all failed");
+    let removed = store.delete_all(BY).await.expect("delete_all failed");
     assert_eq!(
         removed, 24,
         "delete_all must report every session it removed"
@@ -1329,7 +1366,7 @@ pub async fn delete_user_keeps_the_excepted_session(store: Arc<dyn SessionStore>
 
     let now = at(5_000);
     let removed = store
-        .delete_user(&user, Some(&current.id), now)
+        .delete_user(&user, Some(&current.id), now, BY)
         .await
         .expect("delete_user failed");
     assert_eq!(
@@ -1380,7 +1417,7 @@ pub async fn cap_evicts_the_least_recently_active_session(store: Arc<dyn Session
     let c = record(&user, at(200));
     for rec in [&a, &b, &c] {
         let outcome = store
-            .create(rec, None, limit, rec.created_at)
+            .create(rec, None, limit, rec.created_at, BY)
             .await
             .expect("create failed");
         assert_eq!(
@@ -1394,14 +1431,14 @@ pub async fn cap_evicts_the_least_recently_active_session(store: Arc<dyn Session
     }
     // `a` is the oldest by creation but the most recently used; `b` is now the idlest.
     assert!(
-        store.touch(&a.id, at(300)).await.expect("touch failed"),
+        store.touch(&a.id, at(300), BY).await.expect("touch failed"),
         "touch of a live session must report true"
     );
     let before = count(&*store).await;
 
     let d = record(&user, at(400));
     let outcome = store
-        .create(&d, None, limit, at(400))
+        .create(&d, None, limit, at(400), BY)
         .await
         .expect("create failed");
     assert_eq!(
@@ -1440,7 +1477,7 @@ pub async fn cap_with_reject_writes_nothing(store: Arc<dyn SessionStore>) {
     let existing: Vec<SessionRecord> = (0..3).map(|i| record(&user, at(i * 100))).collect();
     for rec in &existing {
         let outcome = store
-            .create(rec, None, limit, rec.created_at)
+            .create(rec, None, limit, rec.created_at, BY)
             .await
             .expect("create failed");
         assert_eq!(
@@ -1456,7 +1493,7 @@ pub async fn cap_with_reject_writes_nothing(store: Arc<dyn SessionStore>) {
 
     let refused = record(&user, at(400));
     let outcome = store
-        .create(&refused, None, limit, at(400))
+        .create(&refused, None, limit, at(400), BY)
         .await
         .expect("create failed");
     assert_eq!(
@@ -1491,7 +1528,7 @@ pub async fn cap_ignores_expired_sessions(store: Arc<dyn SessionStore>) {
         let live: Vec<SessionRecord> = (0..2).map(|i| record(&user, at(i * 100))).collect();
         for rec in live.iter().chain([&expired]) {
             let outcome = store
-                .create(rec, None, limit, rec.created_at)
+                .create(rec, None, limit, rec.created_at, BY)
                 .await
                 .expect("create failed");
             assert_eq!(
@@ -1507,7 +1544,7 @@ pub async fn cap_ignores_expired_sessions(store: Arc<dyn SessionStore>) {
         let now = at(5_000);
         let new = record(&user, now);
         let outcome = store
-            .create(&new, None, limit, now)
+            .create(&new, None, limit, now, BY)
             .await
             .expect("create failed");
         assert_eq!(
@@ -1547,7 +1584,7 @@ pub async fn count_tracks_creates_and_deletes(store: Arc<dyn SessionStore>) {
 
     assert!(
         store
-            .delete(&recs[0].id, at(10))
+            .delete(&recs[0].id, at(10), BY)
             .await
             .expect("delete failed")
             .is_some(),
@@ -1556,7 +1593,7 @@ pub async fn count_tracks_creates_and_deletes(store: Arc<dyn SessionStore>) {
     assert_eq!(count(&*store).await, plus(2), "count must drop on delete");
 
     let removed = store
-        .delete_user(&user, None, at(10))
+        .delete_user(&user, None, at(10), BY)
         .await
         .expect("delete_user failed");
     assert_eq!(
@@ -1603,7 +1640,7 @@ pub async fn create_with_replaces_ends_the_replaced_session_in_the_same_operatio
     create(&*store, &old).await;
     let new = record(&user, at(100));
     let outcome = store
-        .create(&new, Some(&old.id), NO_LIMIT, at(100))
+        .create(&new, Some(&old.id), NO_LIMIT, at(100), BY)
         .await
         .expect("create failed");
     assert_eq!(
@@ -1627,14 +1664,14 @@ pub async fn create_with_replaces_ends_the_replaced_session_in_the_same_operatio
         let (a, b) = (record(&user, at(0)), record(&user, at(10)));
         for rec in [&a, &b] {
             let outcome = store
-                .create(rec, None, limit, rec.created_at)
+                .create(rec, None, limit, rec.created_at, BY)
                 .await
                 .expect("create failed");
             assert!(matches!(outcome, CreateOutcome::Created { .. }));
         }
         let c = record(&user, at(20));
         let outcome = store
-            .create(&c, Some(&a.id), limit, at(20))
+            .create(&c, Some(&a.id), limit, at(20), BY)
             .await
             .expect("create failed");
         assert_eq!(
@@ -1668,7 +1705,7 @@ pub async fn create_with_replaces_ends_only_a_live_session_of_the_same_user(
     ] {
         let new = record(&user, at(100));
         let outcome = store
-            .create(&new, Some(replaces), NO_LIMIT, at(100))
+            .create(&new, Some(replaces), NO_LIMIT, at(100), BY)
             .await
             .expect("create failed");
         assert_eq!(
@@ -1701,7 +1738,7 @@ pub async fn a_refused_create_ends_no_replaced_session(store: Arc<dyn SessionSto
     let mut taken = record(&user, at(10));
     taken.id = old.id.clone();
     let outcome = store
-        .create(&taken, Some(&old.id), NO_LIMIT, at(10))
+        .create(&taken, Some(&old.id), NO_LIMIT, at(10), BY)
         .await
         .expect("create failed");
     assert_eq!(outcome, CreateOutcome::IdTaken);
@@ -1718,7 +1755,7 @@ pub async fn a_refused_create_ends_no_replaced_session(store: Arc<dyn SessionSto
     create(&*store, &named).await;
     let refused = record(&user, at(10));
     let outcome = store
-        .create(&refused, Some(&named.id), limit, at(10))
+        .create(&refused, Some(&named.id), limit, at(10), BY)
         .await
         .expect("create failed");
     assert_eq!(outcome, CreateOutcome::AtCapacity);

@@ -59,6 +59,7 @@ pub(crate) fn detail(kind: &AuditKind) -> Option<Value> {
         AuditKind::RevokedEveryone { count } => Some(json!({ "count": count })),
         AuditKind::Created
         | AuditKind::Rotated
+        | AuditKind::Updated
         | AuditKind::LoggedOut
         | AuditKind::Revoked
         | AuditKind::Expired => None,
@@ -144,6 +145,7 @@ fn read_kind(name: EventName, detail: &Value) -> Result<AuditKind, TierError> {
     Ok(match name {
         EventName::Created => AuditKind::Created,
         EventName::Rotated => AuditKind::Rotated,
+        EventName::Updated => AuditKind::Updated,
         EventName::LoggedOut => AuditKind::LoggedOut,
         EventName::Revoked => AuditKind::Revoked,
         EventName::RevokedAll => AuditKind::RevokedAll {

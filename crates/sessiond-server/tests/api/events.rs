@@ -68,6 +68,17 @@ async fn every_lifecycle_path_reports_its_event_once_without_a_token() {
         .expect_status(StatusCode::OK)
         .json();
     let m2_new = rotated["token"].as_str().expect("token").to_owned();
+    // Updated: a patch that changes userData; the same patch again changes nothing, and is
+    // no event.
+    for _ in 0..2 {
+        app.send(
+            app.holder(Method::PATCH, "/v1/session", &m2_new)
+                .header("user-agent", "login-agent")
+                .json(&json!({"userData": {"cart": ["A-1"]}})),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    }
     app.send(
         app.holder(Method::GET, "/v1/auth", &m2_new)
             .header("user-agent", "another-agent"),
@@ -149,6 +160,7 @@ async fn every_lifecycle_path_reports_its_event_once_without_a_token() {
         main,
         "holder",
     );
+    once(&events, "updated", Some(&id_of(&m2)), main, "holder");
     once(&events, "logged_out", Some(&id_of(&m2)), main, "holder");
     once(&events, "invalid_token", None, None, "holder");
     once(&events, "invalid_token", Some(&id_of(&m2)), None, "holder");
@@ -169,7 +181,7 @@ async fn every_lifecycle_path_reports_its_event_once_without_a_token() {
     once(&events, "revoked_everyone", None, None, "backend");
     assert_eq!(
         events.len(),
-        9 + 7 + 2 + 1 + usize::from(reclaims),
+        9 + 8 + 2 + 1 + usize::from(reclaims),
         "no other event: {events:#?}"
     );
     // Every kind of event is counted under its name on /metrics.
