@@ -17,13 +17,15 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::id::{SessionId, UserId};
 use crate::time::Timestamp;
 
 /// The first four bytes of a backend API key's SHA-256 digest: names the key in events and
 /// logs without revealing it (an operator finds it with `sha256sum` of the key, or in the
 /// `sha256:` form of the configuration).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyId(pub [u8; 4]);
 
 impl fmt::Display for KeyId {
@@ -42,7 +44,7 @@ impl fmt::Debug for KeyId {
 }
 
 /// Who caused an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Actor {
     /// The token holder (the browser or app), acting on its own session.
     Holder,
@@ -149,7 +151,7 @@ impl<'a> Origin<'a> {
 }
 
 /// Why a token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvalidReason {
     /// Missing, or not the shape of a sessiond token: no store was asked.
     Malformed,
@@ -169,7 +171,7 @@ impl InvalidReason {
 }
 
 /// A property of the client that differs from the login's (S20).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BindingProperty {
     /// The `User-Agent` header.
     UserAgent,

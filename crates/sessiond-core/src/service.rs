@@ -529,10 +529,11 @@ impl Sessions {
     /// Ends every session of every user: the emergency path (S12). Returns how many stored
     /// sessions were removed.
     pub async fn revoke_everyone(&self, origin: Origin<'_>) -> Result<u64, SessionError> {
-        let count = self.store.delete_all(origin).await?;
+        let now = self.clock.now();
+        let count = self.store.delete_all(now, origin).await?;
         self.emit(
             EventKind::RevokedEveryone { count },
-            self.clock.now(),
+            now,
             None,
             None,
             origin,

@@ -15,6 +15,7 @@ use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
+use crate::tier::OutboxEntry;
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -181,9 +182,10 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 
     /// Deletes every session of every user (the operator's emergency: a leaked signing key, a
     /// compromised store) and returns how many records were removed, expired ones not yet
-    /// reclaimed included. Every session that existed when the call started is gone when it
+    /// reclaimed included. `now` is the time of its event: every session created at or
+    /// before it ends. Every session that existed when the call started is gone when it
     /// returns, on every read path; sessions created meanwhile may survive.
-    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError>;
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError>;
 
     /// Number of stored sessions, including expired ones not yet reclaimed (for metrics), or
     /// `None` where the engine cannot count without scanning (Redis).
@@ -203,6 +205,25 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     ) -> Result<Vec<ExpiredSession>, StoreError> {
         let _ = (now, max);
         Ok(Vec::new())
+    }
+
+    /// The oldest entries of the store's outbox (`docs/design.md` §10), at most `max`, in
+    /// position order per session. Empty for a store that keeps no outbox (the default).
+    async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let _ = max;
+        Ok(Vec::new())
+    }
+
+    /// Removes entries the durable tier has committed. Removing one already removed is no
+    /// error (two shippers may race).
+    async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
+        let _ = shipped;
+        Ok(())
+    }
+
+    /// How many entries wait in the outbox, or `None` for a store that keeps none.
+    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
     }
 
     /// Flushes and releases resources at shutdown. Later calls may fail with

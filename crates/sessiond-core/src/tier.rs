@@ -15,6 +15,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::event::{
@@ -27,7 +28,8 @@ use crate::token::RandomnessUnavailable;
 
 /// An event's id: 128 bits, random, written as a UUID (version 4). Fixed when the event is
 /// written to the outbox, so every replay of it carries the same id and is applied once.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct EventId(pub [u8; 16]);
 
 impl EventId {
@@ -59,6 +61,20 @@ impl fmt::Display for EventId {
             write!(f, "{b:02x}")?;
         }
         Ok(())
+    }
+}
+
+impl From<EventId> for String {
+    fn from(id: EventId) -> Self {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for EventId {
+    type Error = MalformedEventId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -96,7 +112,10 @@ impl FromStr for EventId {
 /// A position is a hybrid clock, `milliseconds << 20 | sequence`, the shape of a Redis stream
 /// id: it keeps growing across a hot store that lost its data or a node replaced by a new
 /// one, as long as clocks do not go back by more than the changes in between.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
 pub struct Position(pub u64);
 
 impl Position {
@@ -108,6 +127,11 @@ impl Position {
     pub fn from_parts(ms: u64, sequence: u64) -> Self {
         let max_seq = (1 << Self::SEQUENCE_BITS) - 1;
         Position(ms.saturating_mul(1 << Self::SEQUENCE_BITS) | sequence.min(max_seq))
+    }
+
+    /// The millisecond it was written in.
+    pub fn millis(self) -> Timestamp {
+        Timestamp::from_millis(self.0 >> Self::SEQUENCE_BITS)
     }
 
     /// The first position after both `self` and the start of millisecond `now`.
@@ -122,7 +146,8 @@ impl Position {
 }
 
 /// What an event says happened, owned (the audit trail keeps it; [`EventKind`] borrows).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// See [`EventKind::Created`].
     Created,
@@ -229,7 +254,7 @@ impl From<&EventKind<'_>> for AuditKind {
 
 /// One event as the audit trail keeps it: a [`SessionEvent`], owned, with its id. Never a
 /// token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Its id (the trail's unique key).
     pub id: EventId,
@@ -286,7 +311,8 @@ impl AuditEvent {
 }
 
 /// What a change did to the durable copy of sessions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DurableChange {
     /// The session's record as it now is (created, touched, patched, rotated). Applied only
     /// over an older position, and never to a session that has ended.
@@ -311,12 +337,14 @@ pub enum DurableChange {
 }
 
 /// One outbox entry: an event and the change it describes, at its position.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     /// Its place in its outbox.
     pub position: Position,
-    /// What happened.
-    pub event: AuditEvent,
+    /// What happened, for the audit trail; `None` for a change that is no event of its own
+    /// (a touch: activity recorded at most once per touch interval, kept in the durable copy
+    /// only).
+    pub event: Option<AuditEvent>,
     /// What it did to the durable copy.
     pub change: DurableChange,
 }

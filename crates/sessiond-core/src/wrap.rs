@@ -55,6 +55,7 @@ use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
 use crate::store::{CreateOutcome, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome};
+use crate::tier::OutboxEntry;
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -157,8 +158,8 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().delete_user(user, except, now, origin).await
     }
 
-    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
-        self.inner().delete_all(origin).await
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
+        self.inner().delete_all(now, origin).await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
@@ -175,6 +176,18 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<ExpiredSession>, StoreError> {
         self.inner().reclaim_expired(now, max).await
+    }
+
+    async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner().outbox_read(max).await
+    }
+
+    async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.inner().outbox_remove(shipped).await
+    }
+
+    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+        self.inner().outbox_len().await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -275,8 +288,8 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         self.0.delete_user(user, except, now, origin).await
     }
 
-    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
-        self.0.delete_all(origin).await
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
+        self.0.delete_all(now, origin).await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
@@ -293,6 +306,18 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         max: usize,
     ) -> Result<Vec<ExpiredSession>, StoreError> {
         self.0.reclaim_expired(now, max).await
+    }
+
+    async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.0.outbox_read(max).await
+    }
+
+    async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.0.outbox_remove(shipped).await
+    }
+
+    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+        self.0.outbox_len().await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -153,8 +153,8 @@ impl StoreWrapper for InstrumentedStore {
         timed!(self, "load_identity", self.inner.load_identity(id, now))
     }
 
-    async fn delete_all(&self, origin: Origin<'_>) -> Result<u64, StoreError> {
-        timed!(self, "delete_all", self.inner.delete_all(origin))
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
+        timed!(self, "delete_all", self.inner.delete_all(now, origin))
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {

@@ -11,6 +11,8 @@
 //! - [`tables`](crate::tables): the table definitions and the record encoding (the on-disk
 //!   format; `docs/design.md` describes it).
 //! - [`ops`](crate::ops): each store operation as one redb transaction.
+//! - [`outbox`](crate::outbox): each change's event and durable state, in the change's own
+//!   transaction, for the durable tier (only when it is configured).
 //! - [`background`](crate::background): the touch flusher, owned by a guard that stops it on
 //!   close or drop. (Expired sessions are reclaimed through `reclaim_expired`, called by the
 //!   service's sweeper so that each one is reported as an event.)
@@ -24,6 +26,7 @@
 
 mod background;
 mod ops;
+mod outbox;
 mod release;
 mod tables;
 
@@ -34,12 +37,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use sessiond_core::tier::{OutboxEntry, Position};
 use sessiond_core::{
     CreateOutcome, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
     SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 use crate::background::BackgroundTasks;
+use crate::outbox::{Cause, OutboxState};
 
 /// The file inside the data directory that holds the database.
 pub const DATABASE_FILE: &str = "sessions.redb";
@@ -50,12 +55,16 @@ pub const DATABASE_FILE: &str = "sessions.redb";
 pub struct EmbeddedOptions {
     /// Longest time a touch may stay without fsync.
     pub flush_interval: Duration,
+    /// Keep an outbox of at most this many entries for the durable tier (`None`: keep none,
+    /// the default without a tier).
+    pub outbox: Option<u64>,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             flush_interval: Duration::from_secs(1),
+            outbox: None,
         }
     }
 }
@@ -95,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) unflushed: AtomicBool,
     /// Durable writes share fsyncs (see [`ops::GroupCommit`]).
     pub(crate) group: ops::GroupCommit,
+    /// The outbox's settings and last position.
+    pub(crate) outbox: OutboxState,
     /// Fires once the database above has been dropped. Declared after it, so dropped after
     /// it (see [`release`]).
     _released: release::ReleaseSignal,
@@ -141,12 +152,23 @@ impl EmbeddedStore {
             path: path.clone(),
             source,
         })?;
+        let outbox = match options.outbox {
+            Some(max) => OutboxState::on(
+                max,
+                Position(ops::outbox_last(&db).map_err(|source| OpenError::Database {
+                    path: path.clone(),
+                    source,
+                })?),
+            ),
+            None => OutboxState::off(),
+        };
         let (signal, wait) = release::pair();
         let shared = Arc::new(Shared {
             db,
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             group: ops::GroupCommit::default(),
+            outbox,
             _released: signal,
         });
         let background = BackgroundTasks::start(&shared, &options);
@@ -187,11 +209,10 @@ impl SessionStore for EmbeddedStore {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
-        let record = record.clone();
-        let replaces = replaces.cloned();
-        self.blocking(move |s| ops::create(s, &record, replaces, limit, now))
+        let (record, replaces, cause) = (record.clone(), replaces.cloned(), Cause::of(origin));
+        self.blocking(move |s| ops::create(s, &record, replaces, limit, now, cause))
             .await
     }
 
@@ -224,10 +245,10 @@ impl SessionStore for EmbeddedStore {
         expected_version: u64,
         user_data: &Map<String, Value>,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
-        let (id, data) = (id.clone(), user_data.clone());
-        self.blocking(move |s| ops::update_data(s, &id, expected_version, data, now))
+        let (id, data, cause) = (id.clone(), user_data.clone(), Cause::of(origin));
+        self.blocking(move |s| ops::update_data(s, &id, expected_version, data, now, cause))
             .await
     }
 
@@ -237,10 +258,11 @@ impl SessionStore for EmbeddedStore {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
         let (id, expected, replacement) = (id.clone(), expected.clone(), replacement.clone());
-        self.blocking(move |s| ops::rotate(s, &id, &expected, replacement, now))
+        let cause = Cause::of(origin);
+        self.blocking(move |s| ops::rotate(s, &id, &expected, replacement, now, cause))
             .await
     }
 
@@ -248,10 +270,11 @@ impl SessionStore for EmbeddedStore {
         &self,
         id: &SessionId,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<Option<UserId>, StoreError> {
-        let id = id.clone();
-        self.blocking(move |s| ops::delete(s, &id, now)).await
+        let (id, cause) = (id.clone(), Cause::of(origin));
+        self.blocking(move |s| ops::delete(s, &id, now, cause))
+            .await
     }
 
     async fn list_user(
@@ -268,19 +291,41 @@ impl SessionStore for EmbeddedStore {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
-        let (user, except) = (user.clone(), except.cloned());
-        self.blocking(move |s| ops::delete_user(s, &user, except.as_ref(), now))
+        let (user, except, cause) = (user.clone(), except.cloned(), Cause::of(origin));
+        self.blocking(move |s| ops::delete_user(s, &user, except.as_ref(), now, cause))
             .await
     }
 
-    async fn delete_all(&self, _origin: Origin<'_>) -> Result<u64, StoreError> {
-        self.blocking(ops::delete_all).await
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
+        let cause = Cause::of(origin);
+        self.blocking(move |s| ops::delete_all(s, now, &cause))
+            .await
     }
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.blocking(ops::count).await.map(Some)
+    }
+
+    async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        if !self.shared.outbox.enabled() {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |s| ops::outbox_read(s, max)).await
+    }
+
+    async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
+        let positions: Vec<u64> = shipped.iter().map(|e| e.position.0).collect();
+        self.blocking(move |s| ops::outbox_remove(s, &positions))
+            .await
+    }
+
+    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+        if !self.shared.outbox.enabled() {
+            return Ok(None);
+        }
+        self.blocking(ops::outbox_len).await.map(Some)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

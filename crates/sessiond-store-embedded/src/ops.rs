@@ -6,15 +6,17 @@ use redb::{
     ReadableTableMetadata, Table, WriteTransaction,
 };
 use serde_json::{Map, Value};
+use sessiond_core::tier::{AuditKind, DurableChange, OutboxEntry};
 use sessiond_core::{
-    AtCap, CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId, SessionLimit,
-    SessionRecord, StoreError, Timestamp, UpdateOutcome, UserId,
+    Actor, AtCap, CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId,
+    SessionLimit, SessionRecord, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::Shared;
-use crate::tables::{BY_USER, EXPIRY, SESSIONS, decode, encode};
+use crate::outbox::{self, Cause};
+use crate::tables::{BY_USER, EXPIRY, META, OUTBOX, OUTBOX_LAST, SESSIONS, decode, encode};
 
 /// Most expired sessions reclaimed in one sweep transaction, so a sweep never holds the write
 /// lock long enough to delay API writes noticeably.
@@ -24,19 +26,24 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::internal(e.into())
 }
 
-/// The three tables, open inside one write transaction.
+/// The four tables, open inside one write transaction.
 pub(crate) struct Tables<'txn> {
     sessions: Table<'txn, &'static str, &'static [u8]>,
     by_user: MultimapTable<'txn, &'static str, &'static str>,
     expiry: Table<'txn, (u64, &'static str), ()>,
+    outbox: outbox::Writer<'txn>,
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'txn WriteTransaction, shared: &'txn Shared) -> Result<Self, StoreError> {
         Ok(Tables {
             sessions: txn.open_table(SESSIONS).map_err(db_err)?,
             by_user: txn.open_multimap_table(BY_USER).map_err(db_err)?,
             expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+            outbox: outbox::Writer {
+                table: txn.open_table(OUTBOX).map_err(db_err)?,
+                state: &shared.outbox,
+            },
         })
     }
 
@@ -109,7 +116,7 @@ fn write<T>(
     txn.set_durability(durability)
         .map_err(StoreError::internal)?;
     let (result, wrote) = {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&txn, shared)?;
         f(&mut tables)?
     };
     if wrote {
@@ -242,7 +249,7 @@ fn run_together(shared: &Shared, jobs: &mut [Job]) -> Result<bool, StoreError> {
         .map_err(StoreError::internal)?;
     let mut wrote = false;
     {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&txn, shared)?;
         for job in jobs.iter_mut() {
             match (job.run)(&mut tables) {
                 Ok(w) => wrote |= w,
@@ -270,6 +277,7 @@ pub(crate) fn create(
     replaces: Option<SessionId>,
     limit: SessionLimit,
     now: Timestamp,
+    cause: Cause,
 ) -> Result<CreateOutcome, StoreError> {
     let record = record.clone();
     write_grouped(shared, move |t| {
@@ -277,6 +285,7 @@ pub(crate) fn create(
         if t.get(record.id.as_str())?.is_some() {
             return Ok((CreateOutcome::IdTaken, false));
         }
+        t.outbox.check_room()?;
         // The session this login replaces, if it is live and the same user's: it leaves in
         // this transaction, and does not count against the cap.
         let replaced = match &replaces {
@@ -319,6 +328,24 @@ pub(crate) fn create(
             t.remove(old)?;
         }
         t.put(record, None)?;
+        let user = Some(&record.user_id);
+        let event = cause.event(AuditKind::Created, now, Some(&record.id), user)?;
+        t.outbox
+            .record(now, Some(event), DurableChange::Live(record.clone()))?;
+        let by = &record.id;
+        let ended = evicted
+            .iter()
+            .map(|old| (old, AuditKind::Evicted { by: by.clone() }))
+            .chain(
+                replaced
+                    .iter()
+                    .map(|old| (&old.id, AuditKind::Replaced { by: by.clone() })),
+            );
+        for (old, kind) in ended {
+            let event = cause.event(kind, now, Some(old), user)?;
+            t.outbox
+                .record(now, Some(event), DurableChange::Ended(old.clone()))?;
+        }
         Ok((
             CreateOutcome::Created {
                 evicted,
@@ -348,6 +375,9 @@ pub(crate) fn touch(shared: &Shared, id: &SessionId, at: Timestamp) -> Result<bo
         Some(r) if r.is_live(at) => {
             let touched = r.clone().touched(at);
             t.put(&touched, Some(&r))?;
+            // Activity is no event of its own (it is recorded at most once per touch
+            // interval); the durable copy gets the new last activity.
+            t.outbox.record(at, None, DurableChange::Live(touched))?;
             Ok((true, true))
         }
         _ => Ok((false, false)),
@@ -360,6 +390,7 @@ pub(crate) fn update_data(
     expected_version: u64,
     user_data: Map<String, Value>,
     now: Timestamp,
+    cause: Cause,
 ) -> Result<UpdateOutcome, StoreError> {
     let id = id.clone();
     write_grouped(shared, move |t| match t.get(id.as_str())? {
@@ -367,10 +398,14 @@ pub(crate) fn update_data(
             if r.version != expected_version {
                 return Ok((UpdateOutcome::VersionMismatch { current: r.version }, false));
             }
+            t.outbox.check_room()?;
             let mut updated = r.clone();
             updated.user_data = user_data.clone();
             updated.version = r.version.saturating_add(1);
             t.put(&updated, Some(&r))?;
+            let event = cause.event(AuditKind::Updated, now, Some(&r.id), Some(&r.user_id))?;
+            t.outbox
+                .record(now, Some(event), DurableChange::Live(updated.clone()))?;
             Ok((UpdateOutcome::Updated(updated), true))
         }
         _ => Ok((UpdateOutcome::NotFound, false)),
@@ -383,6 +418,7 @@ pub(crate) fn rotate(
     expected: &SecretHash,
     replacement: SecretHash,
     now: Timestamp,
+    cause: Cause,
 ) -> Result<RotateOutcome, StoreError> {
     let (id, expected) = (id.clone(), expected.clone());
     write_grouped(shared, move |t| match t.get(id.as_str())? {
@@ -393,6 +429,9 @@ pub(crate) fn rotate(
             let mut rotated = r.clone();
             rotated.secret_hash = replacement.clone();
             t.put(&rotated, Some(&r))?;
+            let event = cause.event(AuditKind::Rotated, now, Some(&r.id), Some(&r.user_id))?;
+            t.outbox
+                .record(now, Some(event), DurableChange::Live(rotated.clone()))?;
             Ok((RotateOutcome::Rotated(rotated), true))
         }
         _ => Ok((RotateOutcome::NotFound, false)),
@@ -403,12 +442,25 @@ pub(crate) fn delete(
     shared: &Shared,
     id: &SessionId,
     now: Timestamp,
+    cause: Cause,
 ) -> Result<Option<UserId>, StoreError> {
     let id = id.clone();
     write_grouped(shared, move |t| match t.get(id.as_str())? {
         Some(r) => {
             t.remove(&r)?;
             let live = r.is_live(now);
+            // The holder's own end is a logout; anyone else's a revocation. A record that had
+            // already expired ends without an event (nobody ended a live session).
+            let kind = if cause.actor() == Actor::Holder {
+                AuditKind::LoggedOut
+            } else {
+                AuditKind::Revoked
+            };
+            let event = live
+                .then(|| cause.event(kind, now, Some(&r.id), Some(&r.user_id)))
+                .transpose()?;
+            t.outbox
+                .record(now, event, DurableChange::Ended(r.id.clone()))?;
             Ok((live.then_some(r.user_id), true))
         }
         None => Ok((None, false)),
@@ -441,11 +493,13 @@ pub(crate) fn delete_user(
     user: &UserId,
     except: Option<&SessionId>,
     now: Timestamp,
+    cause: Cause,
 ) -> Result<u64, StoreError> {
     let (user, except) = (user.clone(), except.cloned());
     write_grouped(shared, move |t| {
         let mut revoked = 0u64;
         let mut wrote = false;
+        let mut ended = Vec::new();
         for id in t.user_session_ids(user.as_str())? {
             if except.as_ref().is_some_and(|keep| keep.as_str() == id) {
                 continue;
@@ -455,6 +509,7 @@ pub(crate) fn delete_user(
                 Some(r) => {
                     t.remove(&r)?;
                     revoked += u64::from(r.is_live(now));
+                    ended.push(r.id);
                 }
                 None => {
                     t.by_user
@@ -463,13 +518,31 @@ pub(crate) fn delete_user(
                 }
             }
         }
-        Ok((revoked, wrote))
+        // One event however many ended, and the end of every session of the user in the
+        // durable copy (cold ones included), written even when none was here.
+        let kind = AuditKind::RevokedAll {
+            count: revoked,
+            kept: except.clone(),
+        };
+        let event = cause.event(kind, now, None, Some(&user))?;
+        let change = DurableChange::UserEnded {
+            user_id: user.clone(),
+            kept: except.clone(),
+            ended,
+        };
+        t.outbox.record(now, Some(event), change)?;
+        Ok((revoked, wrote || t.outbox.state.enabled()))
     })
 }
 
-/// Drops the three tables and creates them empty, in one durable commit: freeing whole trees
-/// takes time in proportion to their pages, not a delete per record.
-pub(crate) fn delete_all(shared: &Shared) -> Result<u64, StoreError> {
+/// Drops the three session tables and creates them empty, in one durable commit: freeing
+/// whole trees takes time in proportion to their pages, not a delete per record. The outbox
+/// stays (what it holds has not reached the tier yet), and records the end of everyone.
+pub(crate) fn delete_all(
+    shared: &Shared,
+    now: Timestamp,
+    cause: &Cause,
+) -> Result<u64, StoreError> {
     let txn = shared.db.begin_write().map_err(db_err)?;
     let removed = txn
         .open_table(SESSIONS)
@@ -482,9 +555,84 @@ pub(crate) fn delete_all(shared: &Shared) -> Result<u64, StoreError> {
     txn.open_table(SESSIONS).map_err(db_err)?;
     txn.open_multimap_table(BY_USER).map_err(db_err)?;
     txn.open_table(EXPIRY).map_err(db_err)?;
+    {
+        let mut outbox = outbox::Writer {
+            table: txn.open_table(OUTBOX).map_err(db_err)?,
+            state: &shared.outbox,
+        };
+        let event = cause.event(
+            AuditKind::RevokedEveryone { count: removed },
+            now,
+            None,
+            None,
+        )?;
+        outbox.record(now, Some(event), DurableChange::AllEnded)?;
+    }
     txn.commit().map_err(db_err)?;
     shared.unflushed.store(false, Ordering::Release);
     Ok(removed)
+}
+
+/// The oldest `max` outbox entries.
+pub(crate) fn outbox_read(shared: &Shared, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    let txn = shared.db.begin_read().map_err(db_err)?;
+    let table = txn.open_table(OUTBOX).map_err(db_err)?;
+    let mut entries = Vec::new();
+    for item in table.iter().map_err(db_err)?.take(max) {
+        let (_, bytes) = item.map_err(db_err)?;
+        entries.push(outbox::decode(bytes.value())?);
+    }
+    Ok(entries)
+}
+
+/// Removes shipped entries. Not fsynced: an entry that comes back after a crash is shipped
+/// again, which the tier applies once.
+pub(crate) fn outbox_remove(shared: &Shared, positions: &[u64]) -> Result<(), StoreError> {
+    let mut txn = shared.db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::None)
+        .map_err(StoreError::internal)?;
+    {
+        let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+        for p in positions {
+            outbox.remove(*p).map_err(db_err)?;
+        }
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        let last = meta
+            .get(OUTBOX_LAST)
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
+        let highest = positions.iter().copied().max().unwrap_or(0);
+        if highest > last {
+            meta.insert(OUTBOX_LAST, highest).map_err(db_err)?;
+        }
+    }
+    txn.commit().map_err(db_err)?;
+    shared.unflushed.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// How many entries wait.
+pub(crate) fn outbox_len(shared: &Shared) -> Result<u64, StoreError> {
+    let txn = shared.db.begin_read().map_err(db_err)?;
+    txn.open_table(OUTBOX)
+        .map_err(db_err)?
+        .len()
+        .map_err(db_err)
+}
+
+/// The last position the outbox gave, to go on from when the store opens: its last entry's,
+/// or the last one removed.
+pub(crate) fn outbox_last(db: &redb::Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_read()?;
+    let in_table = txn
+        .open_table(OUTBOX)?
+        .last()?
+        .map_or(0, |(k, _)| k.value());
+    let removed = txn
+        .open_table(META)?
+        .get(OUTBOX_LAST)?
+        .map_or(0, |v| v.value());
+    Ok(in_table.max(removed))
 }
 
 pub(crate) fn count(shared: &Shared) -> Result<u64, StoreError> {
@@ -533,6 +681,14 @@ pub(crate) fn reclaim_expired(
             match t.get(id)? {
                 Some(r) if !r.is_live(now) => {
                     t.remove(&r)?;
+                    let event = Cause::sweeper().event(
+                        AuditKind::Expired,
+                        now,
+                        Some(&r.id),
+                        Some(&r.user_id),
+                    )?;
+                    t.outbox
+                        .record(now, Some(event), DurableChange::Ended(r.id.clone()))?;
                     reclaimed.push(ExpiredSession {
                         id: r.id,
                         user_id: r.user_id,
@@ -562,6 +718,7 @@ mod tests {
             closed: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             group: GroupCommit::default(),
+            outbox: crate::outbox::OutboxState::off(),
             _released: crate::release::pair().0,
         })
     }

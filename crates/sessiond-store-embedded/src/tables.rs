@@ -1,10 +1,13 @@
 //! The on-disk format (see `docs/design.md`, "Embedded store").
 //!
-//! Three tables in one redb file:
+//! Five tables in one redb file:
 //! - `sessions`: session id → encoded record;
 //! - `by_user`: user id → session ids (a multimap), for list and revoke-all;
 //! - `expiry`: (expires-at in ms, session id) → (), ordered by time, so the sweeper reads only
-//!   what has expired.
+//!   what has expired;
+//! - `outbox`: position → encoded outbox entry, written only when the durable tier is
+//!   configured (see `outbox`);
+//! - `meta`: what the store keeps about itself (the last outbox position removed).
 //!
 //! A record is one format byte followed by the record's JSON. The format byte lets a later
 //! version change the encoding without a migration step at start-up.
@@ -18,6 +21,11 @@ pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const BY_USER: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("by_user");
 pub(crate) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Small values the store keeps about itself: the last outbox position removed
+/// ([`OUTBOX_LAST`]), so positions go on after an emptied outbox is reopened.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const OUTBOX_LAST: &str = "outbox_last";
 
 /// The only record format so far: JSON of [`SessionRecord`].
 const FORMAT_JSON: u8 = 1;
@@ -30,6 +38,8 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database, redb::Error> {
     txn.open_table(SESSIONS)?;
     txn.open_multimap_table(BY_USER)?;
     txn.open_table(EXPIRY)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(META)?;
     txn.commit()?;
     Ok(db)
 }

@@ -408,7 +408,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete_all(&self, _origin: Origin<'_>) -> Result<u64, StoreError> {
+    async fn delete_all(&self, _now: Timestamp, _origin: Origin<'_>) -> Result<u64, StoreError> {
         let (records, indexes) = (self.keys.record_pattern(), self.keys.index_pattern());
         let is_record = |k: &[u8]| self.keys.is_record(k);
         let is_index = |k: &[u8]| self.keys.is_index(k);

@@ -77,7 +77,10 @@ async fn revoke_everyone_spares_foreign_keys(
     }
     let (sessions, tokens) = create_three(store.clone()).await;
     let removed = store
-        .delete_all(sessiond_core::Origin::CLI)
+        .delete_all(
+            sessiond_core::Timestamp::from_millis(0),
+            sessiond_core::Origin::CLI,
+        )
         .await
         .expect("revoke everyone");
     assert_eq!(removed, 3, "only sessiond's records are counted");

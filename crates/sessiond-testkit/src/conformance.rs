@@ -1321,7 +1321,10 @@ pub async fn delete_all_ends_every_session_of_every_user(store: Arc<dyn SessionS
         create(&*store, rec).await;
     }
     let now = at(1_000);
-    let removed = store.delete_all(BY).await.expect("delete_all failed");
+    let removed = store
+        .delete_all(at(0), BY)
+        .await
+        .expect("delete_all failed");
     assert_eq!(
         removed, 24,
         "delete_all must report every session it removed"

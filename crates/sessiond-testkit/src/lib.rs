@@ -20,6 +20,8 @@
 //!   helpers that build records at fixed times.
 //! - [`store_conformance_tests!`]: expands to one `#[tokio::test]` per case, named after it.
 //! - [`redis`]: real `redis-server` processes (standalone and Cluster) for tests.
+//! - [`outbox`]: the outbox conformance cases, for engines that keep an outbox for the
+//!   durable tier, and [`outbox_conformance_tests!`].
 //! - [`postgres`]: a real PostgreSQL server (`initdb` in a temporary directory) for tests.
 //! - [`proxy`]: a pausable TCP proxy, to make a replica lag while it keeps answering.
 //! - [`guarded`]: a store that keeps what it runs on (a server, a directory) alive with it.
@@ -32,6 +34,7 @@ pub mod certs;
 pub mod clock;
 pub mod conformance;
 pub mod guarded;
+pub mod outbox;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
@@ -102,6 +105,33 @@ macro_rules! __conformance_cases {
                 $crate::conformance::$case(store).await;
             }
         )+
+    };
+}
+
+/// Expands to one test per case of [`outbox`], like [`store_conformance_tests!`]. The factory
+/// takes the outbox's capacity in entries and returns a fresh store keeping an outbox that
+/// large.
+#[macro_export]
+macro_rules! outbox_conformance_tests {
+    ($factory:expr $(,)?) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_change_is_one_outbox_entry_in_order() {
+            let store = ($factory)(1_000_000).await;
+            $crate::outbox::every_change_is_one_outbox_entry_in_order(store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn shipped_entries_leave_and_the_rest_stay() {
+            let store = ($factory)(1_000_000).await;
+            $crate::outbox::shipped_entries_leave_and_the_rest_stay(store).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_full_outbox_refuses_creates_and_patches_but_never_a_revocation() {
+            let store = ($factory)(3).await;
+            $crate::outbox::a_full_outbox_refuses_creates_and_patches_but_never_a_revocation(store)
+                .await;
+        }
     };
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
-use sessiond_core::tier::{DurableChange, OutboxEntry, Position};
+use sessiond_core::tier::{AuditEvent, DurableChange, OutboxEntry, Position};
 use sessiond_core::{SessionId, SessionRecord, Timestamp, UserId};
 
 use crate::columns::{detail, key_id, reason, to_bigint, to_sql_time};
@@ -85,7 +85,11 @@ WHERE state = 'live' AND created_at <= $1";
 
 /// The months a batch's events fall in (their partitions must exist before the insert).
 pub(crate) fn months(batch: &[OutboxEntry]) -> BTreeSet<Month> {
-    batch.iter().map(|e| Month::of(e.event.at)).collect()
+    batch
+        .iter()
+        .filter_map(|e| e.event.as_ref())
+        .map(|e| Month::of(e.at))
+        .collect()
 }
 
 /// The events' columns, as arrays.
@@ -130,6 +134,24 @@ struct EndedColumns {
     ended_at: Vec<SystemTime>,
 }
 
+impl EventColumns {
+    fn push(&mut self, e: &AuditEvent) {
+        self.id.push(e.id.to_string());
+        self.at.push(to_sql_time(e.at));
+        self.kind.push(e.kind.name().as_str());
+        self.session_id
+            .push(e.session_id.as_ref().map(|s| s.as_str().to_owned()));
+        self.user_id
+            .push(e.user_id.as_ref().map(|u| u.as_str().to_owned()));
+        self.actor.push(e.actor.as_str());
+        self.key_id.push(key_id(e.actor));
+        self.addr.push(e.client_addr.map(|a| a.to_string()));
+        self.user_agent.push(e.user_agent.clone());
+        self.reason.push(reason(&e.kind));
+        self.detail.push(detail(&e.kind).map(|d| d.to_string()));
+    }
+}
+
 impl EndedColumns {
     fn push(&mut self, id: &SessionId, user: Option<&UserId>, position: Position, at: Timestamp) {
         self.session_id.push(id.as_str().to_owned());
@@ -156,22 +178,15 @@ pub(crate) async fn ship(
     let mut user_ends = Vec::new();
     let mut everyone_ends = Vec::new();
     for entry in batch {
-        let e = &entry.event;
-        events.id.push(e.id.to_string());
-        events.at.push(to_sql_time(e.at));
-        events.kind.push(e.kind.name().as_str());
-        events
-            .session_id
-            .push(e.session_id.as_ref().map(|s| s.as_str().to_owned()));
-        events
-            .user_id
-            .push(e.user_id.as_ref().map(|u| u.as_str().to_owned()));
-        events.actor.push(e.actor.as_str());
-        events.key_id.push(key_id(e.actor));
-        events.addr.push(e.client_addr.map(|a| a.to_string()));
-        events.user_agent.push(e.user_agent.clone());
-        events.reason.push(reason(&e.kind));
-        events.detail.push(detail(&e.kind).map(|d| d.to_string()));
+        // When the change happened: its event's time, else its position's (a hybrid clock).
+        let at = entry
+            .event
+            .as_ref()
+            .map_or(entry.position.millis(), |e| e.at);
+        let user = entry.event.as_ref().and_then(|e| e.user_id.as_ref());
+        if let Some(e) = &entry.event {
+            events.push(e);
+        }
         match &entry.change {
             DurableChange::Live(record) => {
                 let newer = live
@@ -182,7 +197,7 @@ pub(crate) async fn ship(
                 }
             }
             DurableChange::Ended(id) => {
-                ended.push(id, e.user_id.as_ref(), entry.position, e.at);
+                ended.push(id, user, entry.position, at);
             }
             DurableChange::UserEnded {
                 user_id,
@@ -190,11 +205,11 @@ pub(crate) async fn ship(
                 ended: gone,
             } => {
                 for id in gone {
-                    ended.push(id, Some(user_id), entry.position, e.at);
+                    ended.push(id, Some(user_id), entry.position, at);
                 }
-                user_ends.push((user_id, kept.as_ref(), e.at));
+                user_ends.push((user_id, kept.as_ref(), at));
             }
-            DurableChange::AllEnded => everyone_ends.push(e.at),
+            DurableChange::AllEnded => everyone_ends.push(at),
             DurableChange::Nothing => {}
         }
     }

@@ -47,7 +47,7 @@ fn entry(
 ) -> OutboxEntry {
     OutboxEntry {
         position: Position(position),
-        event: event(kind, at, Some(&r.id), &r.user_id),
+        event: Some(event(kind, at, Some(&r.id), &r.user_id)),
         change,
     }
 }
@@ -250,7 +250,7 @@ async fn revoke_all_ends_cold_sessions_and_those_not_yet_shipped_but_the_kept_on
         .expect("ship");
     let revoke_all = OutboxEntry {
         position: Position(10),
-        event: event(
+        event: Some(event(
             AuditKind::RevokedAll {
                 count: 2,
                 kept: Some(kept.id.clone()),
@@ -258,7 +258,7 @@ async fn revoke_all_ends_cold_sessions_and_those_not_yet_shipped_but_the_kept_on
             at(1_000),
             None,
             &user,
-        ),
+        )),
         change: DurableChange::UserEnded {
             user_id: user.clone(),
             kept: Some(kept.id.clone()),
@@ -302,7 +302,7 @@ async fn revoke_everyone_ends_every_session_created_before_it() {
     tier.ship(&[created(1, &shipped)]).await.expect("ship");
     let everyone = OutboxEntry {
         position: Position(10),
-        event: AuditEvent {
+        event: Some(AuditEvent {
             session_id: None,
             user_id: None,
             actor: Actor::Cli,
@@ -314,7 +314,7 @@ async fn revoke_everyone_ends_every_session_created_before_it() {
                 None,
                 &user,
             )
-        },
+        }),
         change: DurableChange::AllEnded,
     };
     tier.ship(&[everyone]).await.expect("ship revoke-everyone");
@@ -363,16 +363,17 @@ async fn events_read_back_newest_first_in_pages_exactly_as_written() {
         };
         let mut e = entry(10 + i, kind, when, &r, DurableChange::Nothing);
         if i % 4 == 0 {
-            e.event.actor = Actor::Holder;
-            e.event.client_addr = Some("2001:db8::7".parse::<IpAddr>().unwrap());
-            e.event.user_agent = None;
+            let ev = e.event.as_mut().unwrap();
+            ev.actor = Actor::Holder;
+            ev.client_addr = Some("2001:db8::7".parse::<IpAddr>().unwrap());
+            ev.user_agent = None;
         }
         batch.push(e);
     }
     tier.ship(&batch).await.expect("ship");
     let mut expected: Vec<AuditEvent> = batch
         .iter()
-        .map(|e| e.event.clone())
+        .filter_map(|e| e.event.clone())
         .filter(|e| e.user_id.as_ref() == Some(&user))
         .collect();
     expected.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
