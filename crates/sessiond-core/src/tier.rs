@@ -203,6 +203,41 @@ impl AuditKind {
         self.as_event_kind().name()
     }
 
+    /// What it means, in words a person reads in a query result or a terminal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuditKind::InvalidToken { reason } => reason.as_str(),
+            other => other.name().describe(),
+        }
+    }
+
+    /// Its data as a JSON object (`count`, `kept`, `by`, `reason`, `refused`), or `None` for a
+    /// kind that has none. The audit trail stores this form and the API answers it.
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
+        match self {
+            AuditKind::RevokedAll { count, kept } => Some(match kept {
+                Some(kept) => json!({ "count": count, "kept": kept.as_str() }),
+                None => json!({ "count": count }),
+            }),
+            AuditKind::Replaced { by } | AuditKind::Evicted { by } => {
+                Some(json!({ "by": by.as_str() }))
+            }
+            AuditKind::InvalidToken { reason } => Some(json!({ "reason": match reason {
+                InvalidReason::Malformed => "malformed",
+                InvalidReason::Unknown => "unknown",
+            } })),
+            AuditKind::BindingMismatch { refused, .. } => Some(json!({ "refused": refused })),
+            AuditKind::RevokedEveryone { count } => Some(json!({ "count": count })),
+            AuditKind::Created
+            | AuditKind::Rotated
+            | AuditKind::Updated
+            | AuditKind::LoggedOut
+            | AuditKind::Revoked
+            | AuditKind::Expired => None,
+        }
+    }
+
     /// The borrowed form.
     pub fn as_event_kind(&self) -> EventKind<'_> {
         match self {
@@ -374,11 +409,13 @@ pub enum EventsOf {
 }
 
 /// Where a page of events starts: just after the last event of the previous page. Opaque to
-/// clients (base64url of the event's time and id), so its form may change.
+/// clients (base64url of the event's time, position and id), so its form may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventCursor {
     /// The last event's time.
     pub at: Timestamp,
+    /// The last event's outbox position (orders events within a millisecond).
+    pub position: Position,
     /// The last event's id.
     pub id: EventId,
 }
@@ -391,23 +428,32 @@ pub struct MalformedCursor;
 impl EventCursor {
     /// Its text form.
     pub fn encode(&self) -> String {
-        let mut bytes = [0u8; 24];
+        let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&self.at.as_millis().to_be_bytes());
-        bytes[8..].copy_from_slice(&self.id.0);
+        bytes[8..16].copy_from_slice(&self.position.0.to_be_bytes());
+        bytes[16..].copy_from_slice(&self.id.0);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// The length of [`encode`](Self::encode)'s form.
+    pub const ENCODED_LEN: usize = 43;
+
     /// Parses [`encode`](Self::encode)'s form.
     pub fn decode(s: &str) -> Result<Self, MalformedCursor> {
-        if s.len() != 32 {
+        if s.len() != Self::ENCODED_LEN {
             return Err(MalformedCursor);
         }
         let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| MalformedCursor)?;
-        let (at, id) = bytes.split_at_checked(8).ok_or(MalformedCursor)?;
+        let word = |range: std::ops::Range<usize>| -> Result<u64, MalformedCursor> {
+            let part = bytes.get(range).ok_or(MalformedCursor)?;
+            Ok(u64::from_be_bytes(
+                part.try_into().map_err(|_| MalformedCursor)?,
+            ))
+        };
+        let id = bytes.get(16..32).ok_or(MalformedCursor)?;
         Ok(EventCursor {
-            at: Timestamp::from_millis(u64::from_be_bytes(
-                at.try_into().map_err(|_| MalformedCursor)?,
-            )),
+            at: Timestamp::from_millis(word(0..8)?),
+            position: Position(word(8..16)?),
             id: EventId(id.try_into().map_err(|_| MalformedCursor)?),
         })
     }
@@ -512,12 +558,14 @@ mod tests {
     fn cursors_round_trip_and_refuse_other_text() {
         let cursor = EventCursor {
             at: Timestamp::from_millis(1_764_000_000_123),
+            position: Position::from_parts(1_764_000_000_123, 7),
             id: EventId([0xab; 16]),
         };
+        assert_eq!(cursor.encode().len(), EventCursor::ENCODED_LEN);
         assert_eq!(EventCursor::decode(&cursor.encode()), Ok(cursor));
         assert_eq!(EventCursor::decode("short"), Err(MalformedCursor));
         assert_eq!(
-            EventCursor::decode(&"*".repeat(32)),
+            EventCursor::decode(&"*".repeat(EventCursor::ENCODED_LEN)),
             Err(MalformedCursor),
             "not base64url"
         );

@@ -95,6 +95,17 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+impl Timestamp {
+    /// Parses RFC 3339 (`2026-03-15T10:30:00Z`, any offset, fractions of a second cut to the
+    /// millisecond). `None` for other text, or a time before the epoch.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
+            .ok()?;
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        u64::try_from(ms).ok().map(Timestamp)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -124,6 +135,18 @@ impl Clock for SystemClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_back() {
+        let t = Timestamp::from_millis(1_764_000_000_123);
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-03-15T11:30:00+01:00"),
+            Timestamp::parse_rfc3339("2026-03-15T10:30:00Z")
+        );
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
 
     #[test]
     fn the_hand_written_format_matches_the_time_crate() {

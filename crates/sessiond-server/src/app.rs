@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::error::{ApiError, PROBLEM_JSON, problem};
-use crate::routes::{backend, holder, operations};
+use crate::routes::{audit, backend, holder, operations};
 use crate::state::AppState;
 
 /// Every route template, as metric labels (static, so labelling a request allocates nothing).
@@ -18,7 +18,9 @@ const ROUTES: &[&str] = &[
     "/v1/session/rotate",
     "/v1/sessions",
     "/v1/sessions/{sessionId}",
+    "/v1/sessions/{sessionId}/events",
     "/v1/users/{userId}/sessions",
+    "/v1/users/{userId}/events",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -56,9 +58,14 @@ pub fn app(state: AppState) -> Router {
                 .delete(backend::revoke),
         )
         .route(
+            "/v1/sessions/{sessionId}/events",
+            get(audit::session_events),
+        )
+        .route(
             "/v1/users/{userId}/sessions",
             get(backend::list_user).delete(backend::revoke_user),
         )
+        .route("/v1/users/{userId}/events", get(audit::user_events))
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))

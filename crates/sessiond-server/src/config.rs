@@ -50,6 +50,8 @@ pub struct Config {
     pub binding: crate::binding::BindingConfig,
     /// Invalid-token attempts per client (S19).
     pub guard: GuardConfig,
+    /// The durable tier (PostgreSQL): the audit trail and a durable copy of every session.
+    pub tier: TierConfig,
     /// Longest wait for in-flight requests at shutdown.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -76,6 +78,7 @@ impl Default for Config {
             cookie: CookieConfig::default(),
             binding: crate::binding::BindingConfig::default(),
             guard: GuardConfig::default(),
+            tier: TierConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             ignored_env: Vec::new(),
         }
@@ -307,6 +310,55 @@ impl Default for LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
         }
+    }
+}
+
+/// The durable tier (`docs/design.md` §10). Off unless `postgres_url` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierConfig {
+    /// PostgreSQL connection URL (`postgres://user:password@host:5432/db`); set, every
+    /// lifecycle event and every session's latest state reach PostgreSQL through the store's
+    /// outbox. Env `SESSIOND_TIER__POSTGRES_URL`.
+    pub postgres_url: Option<PostgresUrl>,
+    /// How often the shipper looks at an empty outbox (it ships at once while entries wait):
+    /// the longest an event waits before PostgreSQL has it, when PostgreSQL is up.
+    #[serde(with = "duration")]
+    pub ship_interval: Duration,
+    /// Most entries one shipment (one PostgreSQL transaction) carries.
+    pub ship_batch: usize,
+    /// Most entries the outbox holds while PostgreSQL cannot take them; past it, creates and
+    /// `userData` changes answer 503 (revocations always work).
+    pub max_outbox: u64,
+    /// How long the audit trail keeps events (whole months are dropped once past it).
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    /// Most connections to PostgreSQL.
+    pub pool_size: usize,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig {
+            postgres_url: None,
+            ship_interval: Duration::from_millis(200),
+            ship_batch: 1_000,
+            max_outbox: 1_000_000,
+            retention: Duration::from_secs(400 * 86_400),
+            pool_size: 8,
+        }
+    }
+}
+
+/// A PostgreSQL URL. It may hold a password, so `Debug` shows only its scheme.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PostgresUrl(pub String);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
+        write!(f, "PostgresUrl({scheme}://<redacted>)")
     }
 }
 
@@ -645,6 +697,28 @@ impl Config {
         if self.redis.replica_sync_timeout < Duration::from_millis(1) {
             // `WAIT` with 0 ms would wait forever.
             return invalid("redis.replica_sync_timeout", "must be at least 1ms");
+        }
+        let t = &self.tier;
+        if t.postgres_url.is_some() && self.redis_url.is_some() {
+            return invalid(
+                "tier.postgres_url",
+                "the durable tier runs with the embedded store so far; on Redis it is not built yet",
+            );
+        }
+        if t.ship_interval.is_zero() || t.ship_interval > Duration::from_secs(60) {
+            return invalid("tier.ship_interval", "must be between 1ms and 60s");
+        }
+        if !(1..=10_000).contains(&t.ship_batch) {
+            return invalid("tier.ship_batch", "must be between 1 and 10000");
+        }
+        if t.max_outbox < 1_000 {
+            return invalid("tier.max_outbox", "must be at least 1000");
+        }
+        if t.retention < Duration::from_secs(86_400) {
+            return invalid("tier.retention", "must be at least 1d");
+        }
+        if t.pool_size == 0 {
+            return invalid("tier.pool_size", "must be at least 1");
         }
         if let Some(keys) = &self.api_keys {
             let keys = keys.keys();

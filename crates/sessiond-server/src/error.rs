@@ -30,6 +30,9 @@ pub enum ApiError {
     /// No such live session.
     #[error("not found")]
     NotFound,
+    /// This deployment does not offer the resource; the detail says what would enable it.
+    #[error("not configured: {0}")]
+    NotConfigured(&'static str),
     /// The caller may not do this (a holder writing a backend-only part of `userData`); the
     /// detail says what.
     #[error("forbidden: {0}")]
@@ -85,7 +88,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized | ApiError::NoApiKey => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) | ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,6 +133,7 @@ impl ApiError {
             | ApiError::Conflict(d)
             | ApiError::Forbidden(d) => d.clone(),
             ApiError::NotFound => "No live session or resource at this address.".into(),
+            ApiError::NotConfigured(what) => (*what).into(),
             ApiError::BodyTooLarge => "The request body is larger than the limit.".into(),
             ApiError::BodyTimeout => "The request body did not arrive in time.".into(),
             ApiError::PreconditionFailed { current } => {

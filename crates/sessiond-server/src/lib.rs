@@ -27,6 +27,7 @@
 //! - [`stack`]: the store stack, built once from typed configuration.
 //! - [`instrumented`]: the stack's layer that times store operations.
 //! - [`sweeper`]: reclaims expired sessions, each reported as an event.
+//! - [`tier`]: the durable tier: connecting it, the shipper of the outbox, retention.
 //! - [`tls`]: HTTPS on the listener.
 //! - `windows`: bounded per-key time windows with constant-time eviction (the guard, the log).
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
@@ -51,6 +52,7 @@ pub mod serve;
 pub mod stack;
 pub mod state;
 pub mod sweeper;
+pub mod tier;
 pub mod tls;
 mod windows;
 
@@ -140,22 +142,37 @@ pub async fn run_with(
     for sink in hooks.events {
         sinks = sinks.with(sink);
     }
-    let sessions =
-        Sessions::new(store.clone(), config.policy(), hooks.clock).with_events(Arc::new(sinks));
+    let durable = tier::connect(&config, &*hooks.clock).await?;
+    let sessions = Sessions::new(store.clone(), config.policy(), hooks.clock.clone())
+        .with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
-    let state = AppState(Arc::new(App::new(
-        &config,
-        sessions,
-        api_keys,
-        metrics,
-        engine_name,
-    )));
+    let tier = durable.map(|tier| tier::Tier {
+        tier,
+        status: Arc::default(),
+    });
+    // An ended session's durable copy stays final for as long as any copy of it could still
+    // be live: a day past the longest absolute timeout.
+    let sessions_kept = config.session.absolute_timeout + std::time::Duration::from_secs(86_400);
+    let shipper = tier.as_ref().map(|t| {
+        tier::Shipper::start(
+            store.clone(),
+            t,
+            &config.tier,
+            sessions_kept,
+            hooks.clock.clone(),
+            metrics.clone(),
+        )
+    });
+    let state = AppState(Arc::new(
+        App::new(&config, sessions, api_keys, metrics, engine_name).with_tier(tier.clone()),
+    ));
     let router = app(state);
     let tls = tls::acceptor(&config.tls)?;
     tracing::info!(
         listen = %listener.local_addr().context("reading the listener's address")?,
         scheme = if tls.is_some() { "https" } else { "http" },
         store = engine_name,
+        tier = if tier.is_some() { "postgres" } else { "none" },
         data_dir = %config.data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "sessiond is serving"
@@ -171,6 +188,9 @@ pub async fn run_with(
     .await
     .context("serving HTTP")?;
     drop(sweeper);
+    if let Some(shipper) = shipper {
+        shipper.stop().await;
+    }
     store.close().await.context("closing the session store")?;
     tracing::info!("sessiond stopped");
     Ok(())

@@ -9,6 +9,7 @@
 //! millisecond, so the low end is fine-grained; the high end catches store timeouts (the
 //! request timeout defaults to 10 s).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -136,6 +137,14 @@ pub struct Metrics {
     /// Sessions held by the store (refreshed on each scrape); absent for engines that cannot
     /// count without scanning (Redis).
     pub live_sessions: Family<EngineLabels, Gauge>,
+    /// Outbox entries the durable tier has committed.
+    pub tier_shipped: Counter,
+    /// Shipping attempts that failed (the tier unreachable or refusing).
+    pub tier_ship_failures: Counter,
+    /// Entries waiting in the outbox.
+    pub tier_outbox_entries: Gauge,
+    /// Age of the oldest waiting entry.
+    pub tier_lag_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -207,8 +216,36 @@ impl Metrics {
             "Sessions held by the store, including expired ones not yet reclaimed (embedded store only)",
             live_sessions.clone(),
         );
+        let tier_shipped = Counter::default();
+        let tier_ship_failures = Counter::default();
+        let tier_outbox_entries = Gauge::default();
+        let tier_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tier_shipped_entries",
+            "Outbox entries the durable tier has committed (with tier.postgres_url)",
+            tier_shipped.clone(),
+        );
+        registry.register(
+            "tier_ship_failures",
+            "Attempts to ship the outbox to the durable tier that failed",
+            tier_ship_failures.clone(),
+        );
+        registry.register(
+            "tier_outbox_entries",
+            "Entries waiting in the outbox for the durable tier",
+            tier_outbox_entries.clone(),
+        );
+        registry.register(
+            "tier_lag_seconds",
+            "Age of the oldest entry waiting for the durable tier (0 when none waits)",
+            tier_lag_seconds.clone(),
+        );
         Metrics {
             registry,
+            tier_shipped,
+            tier_ship_failures,
+            tier_outbox_entries,
+            tier_lag_seconds,
             http_requests,
             http_duration,
             store_duration,

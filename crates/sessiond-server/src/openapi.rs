@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::document::{self, SESSION_ID_PATTERN, USER_ID_MAX_LEN, USER_ID_PATTERN};
 use crate::error::PROBLEM_JSON;
-use crate::routes::{backend, holder, operations};
+use crate::routes::{audit, backend, holder, operations};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,13 +19,13 @@ use crate::routes::{backend, holder, operations};
     paths(
         holder::forward_auth, holder::read, holder::patch, holder::rotate, holder::logout,
         backend::create, backend::read, backend::patch, backend::revoke, backend::list_user,
-        backend::revoke_user, backend::revoke_everyone,
+        backend::revoke_user, backend::revoke_everyone, audit::user_events, audit::session_events,
         operations::healthz, operations::readyz, operations::metrics, operations::openapi,
     ),
     components(schemas(
         document::SessionDocument, document::IssuedSession, document::SessionList,
         document::Revoked, document::CreateSession, document::PatchSession,
-        document::ProblemDocument,
+        document::ProblemDocument, sessiond_wire::EventDocument, sessiond_wire::EventPage,
     )),
     modifiers(&SecuritySchemes, &Contract),
     tags(

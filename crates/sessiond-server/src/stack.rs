@@ -4,7 +4,11 @@
 //! Sessions (rules, events)
 //!   → instrumentation (store operation latency)          stack::build_store
 //!     → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
+//!         └ outbox ──(shipper, crate::tier)──→ durable tier (PostgreSQL)
 //! ```
+//!
+//! With a durable tier the engine keeps an outbox: each change writes its event and the
+//! session's new state in the same atomic write, and the shipper moves them to the tier.
 //!
 //! Each capability over the engine is a store that wraps a store
 //! ([`StoreWrapper`](sessiond_core::wrap::StoreWrapper)), stacked here and nowhere else: the
@@ -44,7 +48,15 @@ impl StoreConfig {
         let Some(url) = &config.redis_url else {
             return Ok(StoreConfig::Embedded {
                 data_dir: config.data_dir.clone(),
-                options: EmbeddedOptions::default(),
+                options: EmbeddedOptions {
+                    // With a durable tier, every change is also written to the outbox.
+                    outbox: config
+                        .tier
+                        .postgres_url
+                        .is_some()
+                        .then_some(config.tier.max_outbox),
+                    ..EmbeddedOptions::default()
+                },
             });
         };
         let topology = Topology::parse(&url.0).context("redis_url")?;

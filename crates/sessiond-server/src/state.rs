@@ -36,6 +36,8 @@ pub struct App {
     pub cookie_names: crate::extract::CookieNames,
     /// What a request from another client than the login's gets.
     pub binding: crate::binding::BindingConfig,
+    /// The durable tier, when `tier.postgres_url` is set (the audit trail's reads, `/readyz`).
+    pub tier: Option<crate::tier::Tier>,
 }
 
 impl App {
@@ -65,7 +67,15 @@ impl App {
             cookie_names: config.cookie.names(),
             persistent_cookies: config.cookie.persistent,
             binding: config.binding,
+            tier: None,
         }
+    }
+
+    /// With the durable tier `tier`.
+    #[must_use]
+    pub fn with_tier(mut self, tier: Option<crate::tier::Tier>) -> Self {
+        self.tier = tier;
+        self
     }
 
     /// For a `Set-Cookie`: the time a persistent cookie's `Max-Age` counts from, or `None`

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
-use sessiond_core::tier::{AuditEvent, AuditKind, EventId};
+use serde_json::Value;
+use sessiond_core::tier::{AuditEvent, AuditKind, EventId, Position};
 use sessiond_core::{
     Actor, BindingProperty, EventName, InvalidReason, KeyId, SessionId, Timestamp, UserId,
 };
@@ -33,39 +33,6 @@ pub(crate) fn to_bigint(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The `reason` column: what the event means, in words a person reads in a query result.
-pub(crate) fn reason(kind: &AuditKind) -> &'static str {
-    match kind {
-        AuditKind::InvalidToken { reason } => reason.as_str(),
-        other => other.name().describe(),
-    }
-}
-
-/// The `detail` column: the kind's data, or `NULL`.
-pub(crate) fn detail(kind: &AuditKind) -> Option<Value> {
-    match kind {
-        AuditKind::RevokedAll { count, kept } => Some(match kept {
-            Some(kept) => json!({ "count": count, "kept": kept.as_str() }),
-            None => json!({ "count": count }),
-        }),
-        AuditKind::Replaced { by } | AuditKind::Evicted { by } => {
-            Some(json!({ "by": by.as_str() }))
-        }
-        AuditKind::InvalidToken { reason } => Some(json!({ "reason": match reason {
-            InvalidReason::Malformed => "malformed",
-            InvalidReason::Unknown => "unknown",
-        } })),
-        AuditKind::BindingMismatch { refused, .. } => Some(json!({ "refused": refused })),
-        AuditKind::RevokedEveryone { count } => Some(json!({ "count": count })),
-        AuditKind::Created
-        | AuditKind::Rotated
-        | AuditKind::Updated
-        | AuditKind::LoggedOut
-        | AuditKind::Revoked
-        | AuditKind::Expired => None,
-    }
-}
-
 /// The `key_id` column of a backend actor.
 pub(crate) fn key_id(actor: Actor) -> Option<String> {
     actor.key_id().map(|k| k.to_string())
@@ -73,10 +40,10 @@ pub(crate) fn key_id(actor: Actor) -> Option<String> {
 
 /// The columns `read_event` expects, in its order.
 pub(crate) const EVENT_COLUMNS: &str = "event_id::text, at, kind, session_id, user_id, actor, \
-     key_id, host(client_addr), user_agent, detail::text";
+     key_id, host(client_addr), user_agent, detail::text, position";
 
-/// An event from a row of [`EVENT_COLUMNS`].
-pub(crate) fn read_event(row: &Row) -> Result<AuditEvent, TierError> {
+/// An event from a row of [`EVENT_COLUMNS`], with its position.
+pub(crate) fn read_event(row: &Row) -> Result<(AuditEvent, Position), TierError> {
     let id: String = row.try_get(0)?;
     let at: SystemTime = row.try_get(1)?;
     let kind: String = row.try_get(2)?;
@@ -87,6 +54,7 @@ pub(crate) fn read_event(row: &Row) -> Result<AuditEvent, TierError> {
     let addr: Option<String> = row.try_get(7)?;
     let user_agent: Option<String> = row.try_get(8)?;
     let detail: Option<String> = row.try_get(9)?;
+    let position: i64 = row.try_get(10)?;
     let detail: Value = match detail {
         Some(text) => {
             serde_json::from_str(&text).map_err(|_| TierError::Corrupt("event detail"))?
@@ -97,7 +65,7 @@ pub(crate) fn read_event(row: &Row) -> Result<AuditEvent, TierError> {
         .into_iter()
         .find(|n| n.as_str() == kind)
         .ok_or(TierError::Corrupt("event kind"))?;
-    Ok(AuditEvent {
+    let event = AuditEvent {
         id: id
             .parse::<EventId>()
             .map_err(|_| TierError::Corrupt("event id"))?,
@@ -117,7 +85,8 @@ pub(crate) fn read_event(row: &Row) -> Result<AuditEvent, TierError> {
             .transpose()
             .map_err(|_| TierError::Corrupt("event client address"))?,
         user_agent,
-    })
+    };
+    Ok((event, Position(u64::try_from(position).unwrap_or(0))))
 }
 
 fn read_kind(name: EventName, detail: &Value) -> Result<AuditKind, TierError> {

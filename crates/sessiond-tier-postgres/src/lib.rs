@@ -209,9 +209,13 @@ impl PgTier {
             EventsOf::Session(id) => ("session_id", id.as_str()),
         };
         let since = query.since.map(to_sql_time);
-        let (after_at, after_id) = match query.after {
-            Some(c) => (Some(to_sql_time(c.at)), Some(c.id.to_string())),
-            None => (None, None),
+        let (after_at, after_position, after_id) = match query.after {
+            Some(c) => (
+                Some(to_sql_time(c.at)),
+                Some(i64::try_from(c.position.0).unwrap_or(i64::MAX)),
+                Some(c.id.to_string()),
+            ),
+            None => (None, None, None),
         };
         let client = self.pool.get().await?;
         let statement = client
@@ -219,21 +223,37 @@ impl PgTier {
                 "SELECT {EVENT_COLUMNS} FROM sessiond_events \
                  WHERE {column} = $1 \
                    AND ($2::timestamptz IS NULL OR at >= $2) \
-                   AND ($3::timestamptz IS NULL OR (at, event_id) < ($3, $4::text::uuid)) \
-                 ORDER BY at DESC, event_id DESC LIMIT $5"
+                   AND ($3::timestamptz IS NULL \
+                        OR (at, position, event_id) < ($3, $4::bigint, $5::text::uuid)) \
+                 ORDER BY at DESC, position DESC, event_id DESC LIMIT $6"
             ))
             .await?;
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let rows = client
-            .query(&statement, &[&value, &since, &after_at, &after_id, &fetch])
+            .query(
+                &statement,
+                &[
+                    &value,
+                    &since,
+                    &after_at,
+                    &after_position,
+                    &after_id,
+                    &fetch,
+                ],
+            )
             .await?;
         let mut events = rows.iter().map(read_event).collect::<Result<Vec<_>, _>>()?;
         let next = if events.len() > limit {
             events.truncate(limit);
-            events.last().map(|e| EventCursor { at: e.at, id: e.id })
+            events.last().map(|(e, position)| EventCursor {
+                at: e.at,
+                position: *position,
+                id: e.id,
+            })
         } else {
             None
         };
+        let events = events.into_iter().map(|(e, _)| e).collect();
         Ok(EventPage { events, next })
     }
 

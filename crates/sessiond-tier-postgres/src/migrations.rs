@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE sessiond_events (
         event_id    uuid        NOT NULL,
         at          timestamptz NOT NULL,
+        position    bigint      NOT NULL,
         kind        text        NOT NULL,
         session_id  text,
         user_id     text,
@@ -35,9 +36,13 @@ const MIGRATIONS: &[&str] = &[
     ) PARTITION BY RANGE (at);
     COMMENT ON TABLE sessiond_events IS
         'sessiond audit trail: one row per lifecycle event, never a token; monthly partitions, dropped past tier.retention';
-    CREATE INDEX sessiond_events_by_user ON sessiond_events (user_id, at DESC, event_id DESC)
+    COMMENT ON COLUMN sessiond_events.position IS
+        'the entry''s place in its outbox: orders the events of one session within a millisecond';
+    CREATE INDEX sessiond_events_by_user
+        ON sessiond_events (user_id, at DESC, position DESC, event_id DESC)
         WHERE user_id IS NOT NULL;
-    CREATE INDEX sessiond_events_by_session ON sessiond_events (session_id, at DESC, event_id DESC)
+    CREATE INDEX sessiond_events_by_session
+        ON sessiond_events (session_id, at DESC, position DESC, event_id DESC)
         WHERE session_id IS NOT NULL;
 
     CREATE TABLE sessiond_sessions (

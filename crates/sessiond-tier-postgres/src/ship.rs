@@ -17,18 +17,20 @@ use std::time::SystemTime;
 use sessiond_core::tier::{AuditEvent, DurableChange, OutboxEntry, Position};
 use sessiond_core::{SessionId, SessionRecord, Timestamp, UserId};
 
-use crate::columns::{detail, key_id, reason, to_bigint, to_sql_time};
+use crate::columns::{key_id, to_bigint, to_sql_time};
 use crate::error::TierError;
 use crate::partitions::Month;
 
 const INSERT_EVENTS: &str = "\
 INSERT INTO sessiond_events
-    (event_id, at, kind, session_id, user_id, actor, key_id, client_addr, user_agent, reason, detail)
-SELECT e.id::uuid, e.at, e.kind, e.session_id, e.user_id, e.actor, e.key_id, e.addr::inet,
-       e.user_agent, e.reason, e.detail::jsonb
-FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-     AS e(id, at, kind, session_id, user_id, actor, key_id, addr, user_agent, reason, detail)
+    (event_id, at, position, kind, session_id, user_id, actor, key_id, client_addr, user_agent,
+     reason, detail)
+SELECT e.id::uuid, e.at, e.position, e.kind, e.session_id, e.user_id, e.actor, e.key_id,
+       e.addr::inet, e.user_agent, e.reason, e.detail::jsonb
+FROM unnest($1::text[], $2::timestamptz[], $12::bigint[], $3::text[], $4::text[], $5::text[],
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+     AS e(id, at, position, kind, session_id, user_id, actor, key_id, addr, user_agent, reason,
+          detail)
 ON CONFLICT DO NOTHING";
 
 const UPSERT_LIVE: &str = "\
@@ -97,6 +99,7 @@ pub(crate) fn months(batch: &[OutboxEntry]) -> BTreeSet<Month> {
 struct EventColumns {
     id: Vec<String>,
     at: Vec<SystemTime>,
+    position: Vec<i64>,
     kind: Vec<&'static str>,
     session_id: Vec<Option<String>>,
     user_id: Vec<Option<String>>,
@@ -135,9 +138,10 @@ struct EndedColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, e: &AuditEvent) {
+    fn push(&mut self, e: &AuditEvent, position: Position) {
         self.id.push(e.id.to_string());
         self.at.push(to_sql_time(e.at));
+        self.position.push(position_sql(position));
         self.kind.push(e.kind.name().as_str());
         self.session_id
             .push(e.session_id.as_ref().map(|s| s.as_str().to_owned()));
@@ -147,8 +151,8 @@ impl EventColumns {
         self.key_id.push(key_id(e.actor));
         self.addr.push(e.client_addr.map(|a| a.to_string()));
         self.user_agent.push(e.user_agent.clone());
-        self.reason.push(reason(&e.kind));
-        self.detail.push(detail(&e.kind).map(|d| d.to_string()));
+        self.reason.push(e.kind.reason());
+        self.detail.push(e.kind.detail().map(|d| d.to_string()));
     }
 }
 
@@ -185,7 +189,7 @@ pub(crate) async fn ship(
             .map_or(entry.position.millis(), |e| e.at);
         let user = entry.event.as_ref().and_then(|e| e.user_id.as_ref());
         if let Some(e) = &entry.event {
-            events.push(e);
+            events.push(e, entry.position);
         }
         match &entry.change {
             DurableChange::Live(record) => {
@@ -249,7 +253,7 @@ pub(crate) async fn ship(
         tx.execute(RAISE_WATERMARK, &[&at]).await?;
         tx.execute(END_EVERYONE, &[&at]).await?;
     }
-    let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+    let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
         &events.id,
         &events.at,
         &events.kind,
@@ -261,6 +265,7 @@ pub(crate) async fn ship(
         &events.user_agent,
         &events.reason,
         &events.detail,
+        &events.position,
     ];
     let insert_events = tx.execute(&insert_events, &event_params);
     let upsert_live = async {

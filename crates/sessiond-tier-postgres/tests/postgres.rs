@@ -371,12 +371,13 @@ async fn events_read_back_newest_first_in_pages_exactly_as_written() {
         batch.push(e);
     }
     tier.ship(&batch).await.expect("ship");
-    let mut expected: Vec<AuditEvent> = batch
+    let mut expected: Vec<(AuditEvent, Position)> = batch
         .iter()
-        .filter_map(|e| e.event.clone())
-        .filter(|e| e.user_id.as_ref() == Some(&user))
+        .filter_map(|e| e.event.clone().map(|ev| (ev, e.position)))
+        .filter(|(e, _)| e.user_id.as_ref() == Some(&user))
         .collect();
-    expected.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
+    expected.sort_by(|(a, pa), (b, pb)| b.at.cmp(&a.at).then(pb.cmp(pa)).then(b.id.cmp(&a.id)));
+    let expected: Vec<AuditEvent> = expected.into_iter().map(|(e, _)| e).collect();
     let mut read = Vec::new();
     let mut after = None;
     let mut pages = 0;

@@ -9,16 +9,19 @@
 //! # Layout
 //!
 //! - [`document`]: the session document and the bodies of requests and answers.
+//! - [`audit`]: the audit trail's event document and its pages.
 //! - [`problem`]: the RFC 9457 problem document.
 //! - [`credential`]: header and cookie names, and the token (bearer or cookie) and API key of
 //!   a request, shape-checked.
 //! - [`cookie`]: the `Cookie` header parser and the `Set-Cookie` values sessiond sends.
 
+pub mod audit;
 pub mod cookie;
 pub mod credential;
 pub mod document;
 pub mod problem;
 
+pub use audit::{EventDocument, EventPage};
 pub use credential::{
     API_KEY_HEADER, CookieNames, LEGACY_SESSION_COOKIE, SESSION_COOKIE, Transport,
 };

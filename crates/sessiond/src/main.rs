@@ -7,9 +7,11 @@
 //!
 //! - `serve`: `sessiond serve`, the service.
 //! - `revoke`: `sessiond revoke`, the operator's emergency path straight on the store.
+//! - `audit`: `sessiond audit`, the audit trail at a terminal, from the durable tier.
 //! - `bench`: `sessiond bench`, load against a running sessiond.
 //! - `logging`: log set-up, and the warning about ignored environment variables.
 
+mod audit;
 mod bench;
 mod logging;
 mod revoke;
@@ -42,6 +44,9 @@ enum Command {
     /// End sessions now, straight on the store: every session of one user, or of every user
     /// (the emergency path).
     Revoke(revoke::Opts),
+    /// Show a user's or a session's lifecycle events from the audit trail (needs
+    /// tier.postgres_url).
+    Audit(audit::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(opts) => serve::run(opts),
         Command::Bench(opts) => bench::run(&opts),
         Command::Revoke(opts) => revoke::run(&opts),
+        Command::Audit(opts) => audit::run(&opts),
     }
 }
 

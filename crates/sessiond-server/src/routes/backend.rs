@@ -20,16 +20,16 @@ use crate::extract::{JsonBody, SESSION_COOKIE, if_match};
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
-fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+pub(crate) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|e| ApiError::BadRequest(format!("sessionId: {e}")))
 }
 
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
+pub(crate) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Path segments that fail to decode are a client error in our shape, not axum's.
-fn path_param(
+pub(crate) fn path_param(
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<String, ApiError> {
     p.map(|Path(s)| s)

@@ -2,8 +2,11 @@
 //!
 //! - [`holder`]: the token holder's own session (`/v1/auth`, `/v1/session`).
 //! - [`backend`]: trusted backends with an API key (`/v1/sessions`, `/v1/users`).
+//! - [`audit`]: the audit trail, for backends (`/v1/users/{userId}/events`,
+//!   `/v1/sessions/{sessionId}/events`).
 //! - [`operations`]: health, readiness, metrics and the OpenAPI document.
 
+pub mod audit;
 pub mod backend;
 pub mod holder;
 pub mod operations;

@@ -24,7 +24,24 @@ pub async fn healthz() -> Response {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.sessions.store().ping().await?;
-    Ok(json(StatusCode::OK, &json!({"status": "ready"})))
+    let Some(tier) = &state.tier else {
+        return Ok(json(StatusCode::OK, &json!({"status": "ready"})));
+    };
+    // The durable tier is reported, never a reason to be unready: sessions are served from
+    // the hot store, and logout must keep working while PostgreSQL is down.
+    use std::sync::atomic::Ordering::Relaxed;
+    let status = &tier.status;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "status": "ready",
+            "tier": {
+                "status": if status.up.load(Relaxed) { "up" } else { "down" },
+                "outboxEntries": status.outbox_entries.load(Relaxed),
+                "lagSeconds": status.lag_ms.load(Relaxed) as f64 / 1000.0,
+            },
+        }),
+    ))
 }
 
 /// Prometheus metrics (OpenMetrics text).

@@ -419,3 +419,37 @@ async fn d13_many_creates_for_one_user_stay_within_the_cap() {
     assert!(list(&app, "u1").await.is_empty());
     app.shutdown().await;
 }
+
+/// Without `tier.postgres_url` there is no audit trail: both reads say so with `404` (and
+/// still want the backend key, and still refuse a malformed id first).
+#[tokio::test]
+async fn the_audit_trail_is_404_without_a_durable_tier() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.create_session("user_no_trail").await;
+    let id = session["sessionId"].as_str().expect("session id");
+    for path in [
+        "/v1/users/user_no_trail/events".to_owned(),
+        format!("/v1/sessions/{id}/events"),
+    ] {
+        let r = app
+            .send(app.backend(Method::GET, &path))
+            .await
+            .expect_status(StatusCode::NOT_FOUND);
+        assert!(
+            r.json()["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("tier.postgres_url")),
+            "{path}: the answer says what enables it"
+        );
+        app.send(app.req(Method::GET, &path))
+            .await
+            .expect_status(StatusCode::UNAUTHORIZED);
+    }
+    app.send(app.backend(Method::GET, "/v1/sessions/not-an-id/events"))
+        .await
+        .expect_status(StatusCode::BAD_REQUEST);
+    app.send(app.backend(Method::GET, "/v1/users/u/events?limit=0"))
+        .await
+        .expect_status(StatusCode::BAD_REQUEST);
+    app.shutdown().await;
+}

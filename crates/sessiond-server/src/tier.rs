@@ -1,0 +1,231 @@
+//! The durable tier in the service (`docs/design.md` §10): connecting it at start-up, the
+//! shipper that drains the store's outbox into it, and the retention purge.
+//!
+//! The shipper reads the oldest entries of the outbox, hands them to the tier in one batch,
+//! and removes them only once the tier has committed them; killed between the two, it ships
+//! them again on its next start, and the tier applies them once. While the tier cannot be
+//! reached the outbox keeps growing (up to `tier.max_outbox`) and the hot store keeps serving:
+//! the tier is never on the request path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sessiond_core::tier::{DurableTier, Retention};
+use sessiond_core::{Clock, SessionStore, StoreError};
+use sessiond_tier_postgres::{PgOptions, PgTier};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, TierConfig};
+use crate::metrics::Metrics;
+
+/// How often the retention purge runs.
+const PURGE_EVERY: Duration = Duration::from_secs(3_600);
+/// Longest wait between shipping attempts while the tier fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest the final drain at shutdown may take.
+const FINAL_DRAIN: Duration = Duration::from_secs(5);
+
+/// Connects the tier `config` names, if any: migrations run, this month's partitions made.
+pub async fn connect(
+    config: &Config,
+    clock: &dyn Clock,
+) -> anyhow::Result<Option<Arc<dyn DurableTier>>> {
+    let Some(url) = &config.tier.postgres_url else {
+        return Ok(None);
+    };
+    let options = PgOptions {
+        pool_size: config.tier.pool_size,
+        ..PgOptions::new(url.0.clone())
+    };
+    let tier = PgTier::connect(&options, clock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("tier.postgres_url: {e}"))?;
+    Ok(Some(Arc::new(tier)))
+}
+
+/// What the shipper last saw, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct TierStatus {
+    /// Whether the last shipping attempt reached the tier.
+    pub up: AtomicBool,
+    /// Entries waiting in the outbox.
+    pub outbox_entries: AtomicU64,
+    /// Age of the oldest waiting entry, in milliseconds (0 when none waits).
+    pub lag_ms: AtomicU64,
+}
+
+/// The durable tier as the service holds it.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// The engine.
+    pub tier: Arc<dyn DurableTier>,
+    /// What the shipper last saw.
+    pub status: Arc<TierStatus>,
+}
+
+/// The running shipper and purge; [`Shipper::stop`] drains once more and stops them.
+#[derive(Debug)]
+pub struct Shipper {
+    stop: watch::Sender<bool>,
+    ship: JoinHandle<()>,
+    purge: JoinHandle<()>,
+}
+
+impl Shipper {
+    /// Starts shipping `store`'s outbox to `tier.tier`, and purging past `retention`.
+    pub fn start(
+        store: Arc<dyn SessionStore>,
+        tier: &Tier,
+        config: &TierConfig,
+        sessions_kept: Duration,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let ship = tokio::spawn(ship_loop(
+            Loop {
+                store,
+                tier: tier.clone(),
+                batch: config.ship_batch,
+                clock: clock.clone(),
+                metrics,
+            },
+            config.ship_interval,
+            stopped.clone(),
+        ));
+        let retention = Retention {
+            events: config.retention,
+            sessions: sessions_kept,
+        };
+        let purge = tokio::spawn(purge_loop(tier.tier.clone(), retention, clock, stopped));
+        Shipper { stop, ship, purge }
+    }
+
+    /// Stops both loops, after one last attempt to ship what waits (bounded in time), so a
+    /// clean shutdown leaves nothing in the outbox while the tier is up.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(FINAL_DRAIN, self.ship).await.is_err() {
+            tracing::warn!("the outbox was not drained at shutdown; it ships at the next start");
+        }
+        self.purge.abort();
+    }
+}
+
+/// What one shipping loop works with.
+struct Loop {
+    store: Arc<dyn SessionStore>,
+    tier: Tier,
+    batch: usize,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Loop {
+    /// Ships one batch; returns how many entries it shipped.
+    async fn ship_once(&self) -> Result<usize, StoreError> {
+        let entries = self.store.outbox_read(self.batch).await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.tier.tier.ship(&entries).await?;
+        self.store.outbox_remove(&entries).await?;
+        self.metrics.tier_shipped.inc_by(entries.len() as u64);
+        Ok(entries.len())
+    }
+
+    /// Refreshes the backlog and lag figures.
+    async fn measure(&self) {
+        let waiting = self.store.outbox_len().await.ok().flatten().unwrap_or(0);
+        let lag_ms = match self.store.outbox_read(1).await {
+            Ok(oldest) => oldest.first().map_or(0, |e| {
+                self.clock
+                    .now()
+                    .as_millis()
+                    .saturating_sub(e.position.millis().as_millis())
+            }),
+            Err(_) => self.tier.status.lag_ms.load(Ordering::Relaxed),
+        };
+        let status = &self.tier.status;
+        status.outbox_entries.store(waiting, Ordering::Relaxed);
+        status.lag_ms.store(lag_ms, Ordering::Relaxed);
+        self.metrics
+            .tier_outbox_entries
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.metrics.tier_lag_seconds.set(lag_ms as f64 / 1000.0);
+    }
+}
+
+async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        let stopping = *stopped.borrow();
+        let wait = match l.ship_once().await {
+            Ok(shipped) => {
+                if failures > 0 {
+                    tracing::info!(
+                        event = "tier.shipping_again",
+                        "the durable tier takes the outbox again"
+                    );
+                }
+                failures = 0;
+                l.tier.status.up.store(true, Ordering::Relaxed);
+                if shipped == l.batch && !stopping {
+                    // More waits: go on at once.
+                    l.measure().await;
+                    continue;
+                }
+                interval
+            }
+            Err(e) => {
+                l.tier.status.up.store(false, Ordering::Relaxed);
+                l.metrics.tier_ship_failures.inc();
+                if failures == 0 {
+                    tracing::warn!(
+                        event = "tier.shipping_failed",
+                        error = %e,
+                        "the durable tier cannot take the outbox; entries wait in the hot store"
+                    );
+                }
+                failures = failures.saturating_add(1);
+                interval
+                    .saturating_mul(2u32.saturating_pow(failures.min(8)))
+                    .min(MAX_BACKOFF)
+            }
+        };
+        l.measure().await;
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+}
+
+async fn purge_loop(
+    tier: Arc<dyn DurableTier>,
+    retention: Retention,
+    clock: Arc<dyn Clock>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        match tier.purge(clock.now(), retention).await {
+            Ok(purged) if purged.events > 0 || purged.sessions > 0 => tracing::info!(
+                event = "tier.purged",
+                events = purged.events,
+                sessions = purged.sessions,
+                "the durable tier dropped what retention no longer keeps"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the durable tier's retention purge failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

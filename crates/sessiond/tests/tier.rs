@@ -1,0 +1,432 @@
+//! The durable tier with the `sessiond` binary as a user runs it: the embedded store, a real
+//! PostgreSQL, `kill -9` and a PostgreSQL restart under load, the audit trail read back
+//! through the API and `sessiond audit`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test on any setup error"
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sessiond_testkit::postgres::PostgresServer;
+use support::Server;
+
+const KEY: &str = "tier-test-key-0123456789abcdef";
+
+fn env(pg: &PostgresServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("SESSIOND_API_KEYS", KEY.to_owned()),
+        ("SESSIOND_TIER__POSTGRES_URL", pg.url()),
+        ("SESSIOND_TIER__SHIP_INTERVAL", "20ms".to_owned()),
+        ("SESSIOND_TIER__SHIP_BATCH", "50".to_owned()),
+    ]
+}
+
+fn start(data_dir: &Path, pg: &PostgresServer) -> Server {
+    let env = env(pg);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(data_dir, &pairs)
+}
+
+/// Waits until the server's outbox is empty and its shipper reaches the tier.
+async fn drained(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready: Value = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["tier"]["status"] == "up" && ready["tier"]["outboxEntries"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox did not drain within 30 s: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a checker attempted: the event it expects, for which session (or user), and whether
+/// the server acknowledged it.
+#[derive(Debug, Clone)]
+struct Attempt {
+    kind: &'static str,
+    subject: String,
+    acknowledged: bool,
+}
+
+/// One worker: sessions of its own users, each taken through create, a patch, a rotation and a
+/// logout or a revocation, with a revoke-all now and then, until a request fails (the server
+/// was killed) or `until`.
+async fn work(base: String, worker: usize, until: Instant, log: Arc<Mutex<Vec<Attempt>>>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let record = |kind, subject: &str, acknowledged| {
+        log.lock().unwrap().push(Attempt {
+            kind,
+            subject: subject.to_owned(),
+            acknowledged,
+        });
+    };
+    let mut n = 0u32;
+    while Instant::now() < until {
+        n += 1;
+        let user = format!("worker{worker}-user{}", n % 4);
+        let created = client
+            .post(format!("{base}/v1/sessions"))
+            .header("x-api-key", KEY)
+            .json(&json!({"userId": user}))
+            .send()
+            .await;
+        // A create whose answer never came may still have happened: it has no id to expect
+        // an event for, and the final comparison allows unexpected creates of these users.
+        let Ok(created) = created else { return };
+        if created.status() != 201 {
+            return;
+        }
+        let body: Value = created.json().await.unwrap();
+        let id = body["session"]["sessionId"].as_str().unwrap().to_owned();
+        let mut token = body["token"].as_str().unwrap().to_owned();
+        record("created", &id, true);
+
+        let patched = client
+            .patch(format!("{base}/v1/sessions/{id}"))
+            .header("x-api-key", KEY)
+            .json(&json!({"userData": {"n": n}}))
+            .send()
+            .await;
+        let ok = matches!(&patched, Ok(r) if r.status() == 200);
+        record("updated", &id, ok);
+        if !ok {
+            return;
+        }
+
+        let rotated = client
+            .post(format!("{base}/v1/session/rotate"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        match rotated {
+            Ok(r) if r.status() == 200 => {
+                let body: Value = r.json().await.unwrap();
+                token = body["token"].as_str().unwrap().to_owned();
+                record("rotated", &id, true);
+            }
+            _ => {
+                record("rotated", &id, false);
+                return;
+            }
+        }
+
+        let (kind, ended) = if n.is_multiple_of(2) {
+            let r = client
+                .delete(format!("{base}/v1/session"))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            ("logged_out", matches!(&r, Ok(r) if r.status() == 204))
+        } else {
+            let r = client
+                .delete(format!("{base}/v1/sessions/{id}"))
+                .header("x-api-key", KEY)
+                .send()
+                .await;
+            ("revoked", matches!(&r, Ok(r) if r.status() == 204))
+        };
+        record(kind, &id, ended);
+        if !ended {
+            return;
+        }
+        if n.is_multiple_of(5) {
+            let r = client
+                .delete(format!("{base}/v1/users/{user}/sessions"))
+                .header("x-api-key", KEY)
+                .send()
+                .await;
+            let ok = matches!(&r, Ok(r) if r.status() == 200);
+            record("revoked_all", &user, ok);
+            if !ok {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs two workers against `base` for `for_at_most`, or until `kill` kills the server.
+async fn load(base: &str, for_at_most: Duration, log: &Arc<Mutex<Vec<Attempt>>>) {
+    let until = Instant::now() + for_at_most;
+    let workers: Vec<_> = (0..2)
+        .map(|w| tokio::spawn(work(base.to_owned(), w, until, log.clone())))
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgres_restart() {
+    let mut pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = Arc::new(Mutex::new(Vec::new()));
+
+    // Three kill -9s, each in the middle of the load.
+    for _ in 0..3 {
+        let mut server = start(&data, &pg);
+        let base = server.base.clone();
+        let running = {
+            let log = log.clone();
+            tokio::spawn(async move { load(&base, Duration::from_secs(30), &log).await })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        running.await.unwrap();
+    }
+
+    // PostgreSQL stops under load and comes back: the outbox holds what it could not take.
+    let server = start(&data, &pg);
+    let base = server.base.clone();
+    load(&base, Duration::from_millis(400), &log).await;
+    pg.stop(true);
+    load(&base, Duration::from_millis(600), &log).await;
+    let client = reqwest::Client::new();
+    let ready: Value = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "the hot store serves: {ready}");
+    assert_eq!(ready["tier"]["status"], "down", "{ready}");
+    assert!(ready["tier"]["outboxEntries"].as_u64() > Some(0), "{ready}");
+    pg.start_again();
+    load(&base, Duration::from_millis(400), &log).await;
+    drained(&client, &base).await;
+
+    let attempts = log.lock().unwrap().clone();
+    let acknowledged = attempts.iter().filter(|a| a.acknowledged).count();
+    assert!(
+        acknowledged > 100,
+        "the load made too few changes to prove anything: {acknowledged}"
+    );
+    let rows = pg.psql(
+        "sessiond",
+        "SELECT kind, coalesce(session_id, user_id) FROM sessiond_events \
+         ORDER BY at, position, event_id",
+    );
+    let mut found: HashMap<(String, String), usize> = HashMap::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for line in rows.lines() {
+        let (kind, subject) = line.split_once('|').unwrap();
+        *found
+            .entry((kind.to_owned(), subject.to_owned()))
+            .or_default() += 1;
+        order
+            .entry(subject.to_owned())
+            .or_default()
+            .push(kind.to_owned());
+    }
+    // Per (kind, subject): every acknowledged attempt has its row, and an unanswered one
+    // at most one (a revoke-all of one user is attempted many times).
+    let mut expected: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    for a in &attempts {
+        let (acked, tried) = expected
+            .entry((a.kind.to_owned(), a.subject.clone()))
+            .or_default();
+        *acked += usize::from(a.acknowledged);
+        *tried += 1;
+    }
+    for (key, (acked, tried)) in &expected {
+        let rows = found.get(key).copied().unwrap_or(0);
+        assert!(
+            *acked <= rows && rows <= *tried,
+            "{key:?}: {rows} rows for {acked} acknowledged of {tried} attempts"
+        );
+    }
+    // No row for anything the checker did not attempt (but creates whose answer was lost to
+    // a kill, which have no id the checker knows).
+    for (kind, subject) in found.keys() {
+        let attempted = attempts
+            .iter()
+            .any(|a| a.kind == kind && a.subject == *subject);
+        assert!(
+            attempted || kind == "created",
+            "a row nobody asked for: {kind} {subject}"
+        );
+    }
+    // In order per session: created, updated, rotated, then its end.
+    for (subject, kinds) in &order {
+        if !subject.starts_with("sess_") {
+            continue;
+        }
+        let rank = |k: &str| match k {
+            "created" => 0,
+            "updated" => 1,
+            "rotated" => 2,
+            _ => 3,
+        };
+        assert!(
+            kinds.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
+            "events of {subject} out of order: {kinds:?}"
+        );
+    }
+    eprintln!(
+        "{} attempts, {acknowledged} acknowledged, {} audit rows",
+        attempts.len(),
+        rows.lines().count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &pg);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{base}/v1/sessions"))
+        .header("x-api-key", KEY)
+        .header("user-agent", "login-service/3.1")
+        .json(&json!({"userId": "audit:user/1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["session"]["sessionId"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let patched = client
+        .patch(format!("{base}/v1/session"))
+        .bearer_auth(&token)
+        .json(&json!({"userData": {"cart": ["A-1"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let out = client
+        .delete(format!("{base}/v1/session"))
+        .bearer_auth(&token)
+        .header("user-agent", "Browser/9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    drained(&client, &base).await;
+
+    let page = |path: String| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move {
+            let r = client
+                .get(&url)
+                .header("x-api-key", KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let all = page("/v1/users/audit%3Auser%2F1/events".into()).await;
+    let kinds: Vec<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["logged_out", "updated", "created"], "newest first");
+    let logout = &all["events"][0];
+    assert_eq!(logout["actor"], "holder");
+    assert_eq!(logout["sessionId"], id.as_str());
+    assert_eq!(logout["userId"], "audit:user/1");
+    assert_eq!(logout["clientAddress"], "127.0.0.1");
+    assert_eq!(logout["userAgent"], "Browser/9");
+    let create = &all["events"][2];
+    assert_eq!(create["actor"], "backend");
+    assert_eq!(create["keyId"].as_str().map(str::len), Some(8));
+    assert!(all.get("nextCursor").is_none(), "one page: {all}");
+    assert!(
+        !all.to_string().contains(token.split('.').nth(1).unwrap()),
+        "no token in the trail"
+    );
+
+    // Pages of one, following the cursor.
+    let first = page(format!("/v1/sessions/{id}/events?limit=1")).await;
+    assert_eq!(first["events"][0]["kind"], "logged_out");
+    let cursor = first["nextCursor"].as_str().unwrap().to_owned();
+    let second = page(format!("/v1/sessions/{id}/events?limit=1&cursor={cursor}")).await;
+    assert_eq!(second["events"][0]["kind"], "updated");
+    let later = page(format!(
+        "/v1/users/audit%3Auser%2F1/events?since={}",
+        "2999-01-01T00:00:00Z"
+    ))
+    .await;
+    assert_eq!(later["events"], json!([]));
+    for bad in ["limit=0", "limit=1001", "cursor=nope", "since=yesterday"] {
+        let r = client
+            .get(format!("{base}/v1/sessions/{id}/events?{bad}"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = client
+        .get(format!("{base}/v1/sessions/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the backend key is required");
+
+    // The same trail at a terminal, straight from PostgreSQL.
+    let audit = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .arg("audit")
+            .args(args)
+            .env_clear()
+            .env("SESSIOND_TIER__POSTGRES_URL", pg.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sessiond audit {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = audit(&["--user", "audit:user/1"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three events:\n{table}");
+    assert!(lines[0].starts_with("TIME"));
+    assert!(lines[1].contains("logged_out") && lines[1].contains("holder"));
+    assert!(lines[3].contains("created") && lines[3].contains(&id));
+    let json_lines = audit(&["--session", &id, "--json", "--limit", "2", "--since", "1h"]);
+    let events: Vec<Value> = json_lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["kind"], "logged_out");
+    assert_eq!(events[1]["kind"], "updated");
+}
