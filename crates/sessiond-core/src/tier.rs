@@ -14,7 +14,9 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet::URL_SAFE;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -438,12 +440,21 @@ impl EventCursor {
     /// The length of [`encode`](Self::encode)'s form.
     pub const ENCODED_LEN: usize = 43;
 
-    /// Parses [`encode`](Self::encode)'s form.
+    /// Parses [`encode`](Self::encode)'s form. Any 43 base64url characters are a cursor (the
+    /// last one's spare bits ignored): a cursor only names a place in the order of events,
+    /// so one a client made up reads a page from some place, never anything it may not read.
     pub fn decode(s: &str) -> Result<Self, MalformedCursor> {
+        const LENIENT: GeneralPurpose = GeneralPurpose::new(
+            &URL_SAFE,
+            GeneralPurposeConfig::new()
+                .with_encode_padding(false)
+                .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+                .with_decode_allow_trailing_bits(true),
+        );
         if s.len() != Self::ENCODED_LEN {
             return Err(MalformedCursor);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| MalformedCursor)?;
+        let bytes = LENIENT.decode(s).map_err(|_| MalformedCursor)?;
         let word = |range: std::ops::Range<usize>| -> Result<u64, MalformedCursor> {
             let part = bytes.get(range).ok_or(MalformedCursor)?;
             Ok(u64::from_be_bytes(

@@ -97,12 +97,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 impl Timestamp {
     /// Parses RFC 3339 (`2026-03-15T10:30:00Z`, any offset, fractions of a second cut to the
-    /// millisecond). `None` for other text, or a time before the epoch.
+    /// millisecond); a time before the epoch is the epoch (nothing sessiond keeps is older).
+    /// `None` for other text.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
         let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
             .ok()?;
-        let ms = t.unix_timestamp_nanos() / 1_000_000;
-        u64::try_from(ms).ok().map(Timestamp)
+        let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0);
+        Some(Timestamp(u64::try_from(ms).unwrap_or(u64::MAX)))
     }
 }
 
@@ -144,7 +145,10 @@ mod tests {
             Timestamp::parse_rfc3339("2026-03-15T11:30:00+01:00"),
             Timestamp::parse_rfc3339("2026-03-15T10:30:00Z")
         );
-        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
+        assert_eq!(
+            Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"),
+            Some(Timestamp::EPOCH)
+        );
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 

@@ -52,9 +52,8 @@ fn query(of: EventsOf, q: &EventsQuery) -> Result<EventQuery, ApiError> {
         .since
         .as_deref()
         .map(|s| {
-            Timestamp::parse_rfc3339(s).ok_or_else(|| {
-                ApiError::BadRequest("since must be an RFC 3339 time after 1970.".into())
-            })
+            Timestamp::parse_rfc3339(s)
+                .ok_or_else(|| ApiError::BadRequest("since must be an RFC 3339 time.".into()))
         })
         .transpose()?;
     Ok(EventQuery {
