@@ -94,8 +94,9 @@ impl PgTier {
             tokio_postgres::Config::from_str(&options.url).map_err(TierError::BadUrl)?;
         config.connect_timeout(options.connect_timeout);
         config.application_name("sessiond");
+        // Server notices ("already exists, skipping") are not worth a log line.
         config.options(format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c client_min_messages=warning",
             options.statement_timeout.as_millis()
         ));
         let manager = Manager::from_config(
