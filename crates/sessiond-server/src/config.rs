@@ -335,6 +335,9 @@ pub struct TierConfig {
     pub retention: Duration,
     /// Most connections to PostgreSQL.
     pub pool_size: usize,
+    /// Also record refused tokens and binding mismatches in the audit trail (best effort,
+    /// bounded: under a flood of guesses, what does not fit is dropped and counted).
+    pub audit_refusals: bool,
 }
 
 impl Default for TierConfig {
@@ -346,6 +349,7 @@ impl Default for TierConfig {
             max_outbox: 1_000_000,
             retention: Duration::from_secs(400 * 86_400),
             pool_size: 8,
+            audit_refusals: false,
         }
     }
 }

@@ -136,13 +136,19 @@ pub async fn run_with(
             keys
         }
     };
+    let durable = tier::connect(&config, &*hooks.clock).await?;
     let mut sinks = Fanout::new()
         .with(Arc::new(events::MetricsSink(metrics.clone())))
         .with(Arc::new(events::LogSink::new()));
+    if let Some(tier) = durable.as_ref().filter(|_| config.tier.audit_refusals) {
+        sinks = sinks.with(Arc::new(tier::RefusalSink::start(
+            tier.clone(),
+            metrics.clone(),
+        )));
+    }
     for sink in hooks.events {
         sinks = sinks.with(sink);
     }
-    let durable = tier::connect(&config, &*hooks.clock).await?;
     let sessions = Sessions::new(store.clone(), config.policy(), hooks.clock.clone())
         .with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);

@@ -145,6 +145,8 @@ pub struct Metrics {
     pub tier_outbox_entries: Gauge,
     /// Age of the oldest waiting entry.
     pub tier_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Refusals (`tier.audit_refusals`) the durable tier did not get: queue full or tier down.
+    pub tier_refusals_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -220,6 +222,12 @@ impl Metrics {
         let tier_ship_failures = Counter::default();
         let tier_outbox_entries = Gauge::default();
         let tier_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        let tier_refusals_dropped = Counter::default();
+        registry.register(
+            "tier_refusals_dropped",
+            "Refused tokens and binding mismatches not recorded in the audit trail (tier.audit_refusals): queue full or tier down",
+            tier_refusals_dropped.clone(),
+        );
         registry.register(
             "tier_shipped_entries",
             "Outbox entries the durable tier has committed (with tier.postgres_url)",
@@ -246,6 +254,7 @@ impl Metrics {
             tier_ship_failures,
             tier_outbox_entries,
             tier_lag_seconds,
+            tier_refusals_dropped,
             http_requests,
             http_duration,
             store_duration,

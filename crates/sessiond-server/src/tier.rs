@@ -8,17 +8,25 @@
 //! the tier is never on the request path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sessiond_core::tier::{DurableTier, Retention};
-use sessiond_core::{Clock, SessionStore, StoreError};
+use sessiond_core::tier::{
+    AuditEvent, DurableChange, DurableTier, EventId, OutboxEntry, Position, Retention,
+};
+use sessiond_core::{Clock, EventKind, EventSink, SessionEvent, SessionStore, StoreError};
 use sessiond_tier_postgres::{PgOptions, PgTier};
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, TierConfig};
 use crate::metrics::Metrics;
+
+/// Refused tokens and binding mismatches waiting for the tier, at most.
+const REFUSALS_QUEUED: usize = 10_000;
+/// Most refusals one shipment carries.
+const REFUSALS_BATCH: usize = 500;
 
 /// How often the retention purge runs.
 const PURGE_EVERY: Duration = Duration::from_secs(3_600);
@@ -50,10 +58,23 @@ pub async fn connect(
 pub struct TierStatus {
     /// Whether the last shipping attempt reached the tier.
     pub up: AtomicBool,
-    /// Entries waiting in the outbox.
-    pub outbox_entries: AtomicU64,
-    /// Age of the oldest waiting entry, in milliseconds (0 when none waits).
-    pub lag_ms: AtomicU64,
+}
+
+/// The outbox's backlog now: entries waiting, and the age of the oldest in milliseconds (0
+/// when none waits).
+pub async fn backlog(
+    store: &dyn SessionStore,
+    clock: &dyn Clock,
+) -> Result<(u64, u64), StoreError> {
+    let waiting = store.outbox_len().await?.unwrap_or(0);
+    let oldest = store.outbox_read(1).await?;
+    let lag_ms = oldest.first().map_or(0, |e| {
+        clock
+            .now()
+            .as_millis()
+            .saturating_sub(e.position.millis().as_millis())
+    });
+    Ok((waiting, lag_ms))
 }
 
 /// The durable tier as the service holds it.
@@ -136,25 +157,14 @@ impl Loop {
         Ok(entries.len())
     }
 
-    /// Refreshes the backlog and lag figures.
+    /// Refreshes the backlog and lag metrics.
     async fn measure(&self) {
-        let waiting = self.store.outbox_len().await.ok().flatten().unwrap_or(0);
-        let lag_ms = match self.store.outbox_read(1).await {
-            Ok(oldest) => oldest.first().map_or(0, |e| {
-                self.clock
-                    .now()
-                    .as_millis()
-                    .saturating_sub(e.position.millis().as_millis())
-            }),
-            Err(_) => self.tier.status.lag_ms.load(Ordering::Relaxed),
-        };
-        let status = &self.tier.status;
-        status.outbox_entries.store(waiting, Ordering::Relaxed);
-        status.lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.metrics
-            .tier_outbox_entries
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        self.metrics.tier_lag_seconds.set(lag_ms as f64 / 1000.0);
+        if let Ok((waiting, lag_ms)) = backlog(&*self.store, &*self.clock).await {
+            self.metrics
+                .tier_outbox_entries
+                .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            self.metrics.tier_lag_seconds.set(lag_ms as f64 / 1000.0);
+        }
     }
 }
 
@@ -226,6 +236,73 @@ async fn purge_loop(
         tokio::select! {
             () = tokio::time::sleep(PURGE_EVERY) => {}
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// With `tier.audit_refusals`: refused tokens and binding mismatches go to the audit trail too.
+///
+/// They change no session, so there is no store write to record them with: they are queued
+/// (at most [`REFUSALS_QUEUED`]; past it, dropped and counted, so a flood of guesses can
+/// neither fill memory nor slow a request) and shipped in batches by a task of their own.
+/// Best effort: a refusal queued when the process dies is lost (every refusal is also counted
+/// in `sessiond_session_events_total` and logged).
+#[derive(Debug)]
+pub struct RefusalSink {
+    queue: mpsc::Sender<AuditEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl RefusalSink {
+    /// A sink queueing to a task that ships to `tier`; the task ends when the sink is dropped.
+    pub fn start(tier: Arc<dyn DurableTier>, metrics: Arc<Metrics>) -> Self {
+        let (queue, mut queued) = mpsc::channel::<AuditEvent>(REFUSALS_QUEUED);
+        let task_metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut last = Position::default();
+            let mut batch = Vec::with_capacity(REFUSALS_BATCH);
+            while queued.recv_many(&mut batch, REFUSALS_BATCH).await > 0 {
+                let entries: Vec<OutboxEntry> = batch
+                    .drain(..)
+                    .map(|event| {
+                        last = last.next(event.at);
+                        OutboxEntry {
+                            position: last,
+                            event: Some(event),
+                            change: DurableChange::Nothing,
+                        }
+                    })
+                    .collect();
+                if let Err(e) = tier.ship(&entries).await {
+                    task_metrics
+                        .tier_refusals_dropped
+                        .inc_by(entries.len() as u64);
+                    tracing::debug!(error = %e, "refusals not recorded in the durable tier");
+                }
+            }
+        });
+        RefusalSink { queue, metrics }
+    }
+}
+
+impl EventSink for RefusalSink {
+    fn emit(&self, event: &SessionEvent<'_>) {
+        if !matches!(
+            event.kind,
+            EventKind::InvalidToken { .. } | EventKind::BindingMismatch { .. }
+        ) {
+            return;
+        }
+        let Ok(id) = EventId::generate() else {
+            self.metrics.tier_refusals_dropped.inc();
+            return;
+        };
+        if self
+            .queue
+            .try_send(AuditEvent::from_event(id, event))
+            .is_err()
+        {
+            self.metrics.tier_refusals_dropped.inc();
         }
     }
 }

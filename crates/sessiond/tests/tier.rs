@@ -32,8 +32,13 @@ fn env(pg: &PostgresServer) -> Vec<(&'static str, String)> {
 }
 
 fn start(data_dir: &Path, pg: &PostgresServer) -> Server {
+    start_with(data_dir, pg, &[])
+}
+
+fn start_with(data_dir: &Path, pg: &PostgresServer, extra: &[(&str, &str)]) -> Server {
     let env = env(pg);
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.extend_from_slice(extra);
     Server::start(data_dir, &pairs)
 }
 
@@ -301,7 +306,7 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
     let pg = PostgresServer::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data, &pg);
+    let server = start_with(&data, &pg, &[("SESSIOND_TIER__AUDIT_REFUSALS", "true")]);
     let base = server.base.clone();
     let client = reqwest::Client::new();
     let created: Value = client
@@ -333,7 +338,31 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
         .await
         .unwrap();
     assert_eq!(out.status(), 204);
+    // A refused token, with tier.audit_refusals: the dead token presented once more.
+    let refused = client
+        .get(format!("{base}/v1/auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     drained(&client, &base).await;
+    // Refusals ship on their own queue: wait for the row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg
+        .psql(
+            "sessiond",
+            "SELECT count(*) FROM sessiond_events WHERE kind = 'invalid_token'",
+        )
+        .trim()
+        != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal never reached the trail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let page = |path: String| {
         let (client, url) = (client.clone(), format!("{base}{path}"));
@@ -348,6 +377,9 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
             r.json::<Value>().await.unwrap()
         }
     };
+    let of_session = page(format!("/v1/sessions/{id}/events")).await;
+    assert_eq!(of_session["events"][0]["kind"], "invalid_token");
+    assert_eq!(of_session["events"][0]["detail"]["reason"], "unknown");
     let all = page("/v1/users/audit%3Auser%2F1/events".into()).await;
     let kinds: Vec<&str> = all["events"]
         .as_array()
@@ -372,11 +404,14 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
     );
 
     // Pages of one, following the cursor.
-    let first = page(format!("/v1/sessions/{id}/events?limit=1")).await;
-    assert_eq!(first["events"][0]["kind"], "logged_out");
-    let cursor = first["nextCursor"].as_str().unwrap().to_owned();
-    let second = page(format!("/v1/sessions/{id}/events?limit=1&cursor={cursor}")).await;
-    assert_eq!(second["events"][0]["kind"], "updated");
+    let mut kinds = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..3 {
+        let one = page(format!("/v1/sessions/{id}/events?limit=1{cursor}")).await;
+        kinds.push(one["events"][0]["kind"].as_str().unwrap().to_owned());
+        cursor = format!("&cursor={}", one["nextCursor"].as_str().unwrap());
+    }
+    assert_eq!(kinds, ["invalid_token", "logged_out", "updated"]);
     let later = page(format!(
         "/v1/users/audit%3Auser%2F1/events?since={}",
         "2999-01-01T00:00:00Z"
@@ -427,6 +462,6 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.len(), 2);
-    assert_eq!(events[0]["kind"], "logged_out");
-    assert_eq!(events[1]["kind"], "updated");
+    assert_eq!(events[0]["kind"], "invalid_token");
+    assert_eq!(events[1]["kind"], "logged_out");
 }

@@ -28,17 +28,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
         return Ok(json(StatusCode::OK, &json!({"status": "ready"})));
     };
     // The durable tier is reported, never a reason to be unready: sessions are served from
-    // the hot store, and logout must keep working while PostgreSQL is down.
-    use std::sync::atomic::Ordering::Relaxed;
-    let status = &tier.status;
+    // the hot store, and logout must keep working while PostgreSQL is down. The backlog is
+    // read from the outbox now, not from the shipper's last look at it.
+    let (waiting, lag_ms) =
+        crate::tier::backlog(&**state.sessions.store(), &**state.sessions.clock()).await?;
+    let up = tier.status.up.load(std::sync::atomic::Ordering::Relaxed);
     Ok(json(
         StatusCode::OK,
         &json!({
             "status": "ready",
             "tier": {
-                "status": if status.up.load(Relaxed) { "up" } else { "down" },
-                "outboxEntries": status.outbox_entries.load(Relaxed),
-                "lagSeconds": status.lag_ms.load(Relaxed) as f64 / 1000.0,
+                "status": if up { "up" } else { "down" },
+                "outboxEntries": waiting,
+                "lagSeconds": lag_ms as f64 / 1000.0,
             },
         }),
     ))
