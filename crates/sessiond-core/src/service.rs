@@ -96,6 +96,8 @@ pub struct Issued {
     pub record: SessionRecord,
     /// Sessions ended by the per-user cap to make room (create only).
     pub evicted: Vec<SessionId>,
+    /// Whether the session the create replaces (`replacesSessionId`) was ended with it.
+    pub replaced: bool,
 }
 
 /// Session logic over a store.
@@ -248,6 +250,7 @@ impl Sessions {
                         token,
                         record,
                         evicted,
+                        replaced: replaced && replaces.is_some(),
                     });
                 }
                 CreateOutcome::AtCapacity => return Err(SessionError::AtCapacity),
@@ -457,6 +460,7 @@ impl Sessions {
                     token: fresh,
                     record,
                     evicted: Vec::new(),
+                    replaced: false,
                 })
             }
             RotateOutcome::Stale | RotateOutcome::NotFound => Err(SessionError::Unauthenticated),

@@ -338,6 +338,10 @@ pub struct TierConfig {
     /// Also record refused tokens and binding mismatches in the audit trail (best effort,
     /// bounded: under a flood of guesses, what does not fit is dropped and counted).
     pub audit_refusals: bool,
+    /// Longest a logout, revocation or rotation waits for PostgreSQL to have it before it
+    /// answers anyway (it is then shipped when PostgreSQL takes the outbox again).
+    #[serde(with = "duration")]
+    pub revocation_timeout: Duration,
 }
 
 impl Default for TierConfig {
@@ -350,6 +354,7 @@ impl Default for TierConfig {
             retention: Duration::from_secs(400 * 86_400),
             pool_size: 8,
             audit_refusals: false,
+            revocation_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -723,6 +728,12 @@ impl Config {
         }
         if t.pool_size == 0 {
             return invalid("tier.pool_size", "must be at least 1");
+        }
+        if t.revocation_timeout > self.limits.request_timeout / 2 {
+            return invalid(
+                "tier.revocation_timeout",
+                "must be at most half of limits.request_timeout",
+            );
         }
         if let Some(keys) = &self.api_keys {
             let keys = keys.keys();

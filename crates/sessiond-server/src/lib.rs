@@ -152,10 +152,7 @@ pub async fn run_with(
     let sessions = Sessions::new(store.clone(), config.policy(), hooks.clock.clone())
         .with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
-    let tier = durable.map(|tier| tier::Tier {
-        tier,
-        status: Arc::default(),
-    });
+    let tier = durable.map(tier::Tier::new);
     // An ended session's durable copy stays final for as long as any copy of it could still
     // be live: a day past the longest absolute timeout.
     let sessions_kept = config.session.absolute_timeout + std::time::Duration::from_secs(86_400);

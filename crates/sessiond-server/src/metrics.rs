@@ -147,6 +147,8 @@ pub struct Metrics {
     pub tier_lag_seconds: Gauge<f64, AtomicU64>,
     /// Refusals (`tier.audit_refusals`) the durable tier did not get: queue full or tier down.
     pub tier_refusals_dropped: Counter,
+    /// Revocations answered before the durable tier had them (`tier.revocation_timeout`).
+    pub tier_revocations_late: Counter,
 }
 
 impl Default for Metrics {
@@ -223,6 +225,12 @@ impl Metrics {
         let tier_outbox_entries = Gauge::default();
         let tier_lag_seconds = Gauge::<f64, AtomicU64>::default();
         let tier_refusals_dropped = Counter::default();
+        let tier_revocations_late = Counter::default();
+        registry.register(
+            "tier_revocations_late",
+            "Logouts, revocations and rotations answered before the durable tier had them (tier.revocation_timeout passed; they ship when it is back)",
+            tier_revocations_late.clone(),
+        );
         registry.register(
             "tier_refusals_dropped",
             "Refused tokens and binding mismatches not recorded in the audit trail (tier.audit_refusals): queue full or tier down",
@@ -255,6 +263,7 @@ impl Metrics {
             tier_outbox_entries,
             tier_lag_seconds,
             tier_refusals_dropped,
+            tier_revocations_late,
             http_requests,
             http_duration,
             store_duration,

@@ -38,6 +38,8 @@ pub struct App {
     pub binding: crate::binding::BindingConfig,
     /// The durable tier, when `tier.postgres_url` is set (the audit trail's reads, `/readyz`).
     pub tier: Option<crate::tier::Tier>,
+    /// Longest a revocation waits for the durable tier (`tier.revocation_timeout`).
+    pub revocation_timeout: Duration,
 }
 
 impl App {
@@ -68,6 +70,23 @@ impl App {
             persistent_cookies: config.cookie.persistent,
             binding: config.binding,
             tier: None,
+            revocation_timeout: config.tier.revocation_timeout,
+        }
+    }
+
+    /// Called once a request has ended sessions (logout, revoke, revoke-all, rotation, a
+    /// create that replaced or evicted): with a durable tier, waits until PostgreSQL has the
+    /// ends, at most `tier.revocation_timeout`, so no tier can bring them back later
+    /// (`docs/design.md` §10). Past the timeout the request answers anyway, and the ends ship
+    /// when PostgreSQL is back.
+    pub async fn sessions_ended(&self) {
+        let Some(tier) = &self.tier else { return };
+        if !tier.flush.ship_now(self.revocation_timeout).await {
+            self.metrics.tier_revocations_late.inc();
+            tracing::debug!(
+                event = "tier.revocation_late",
+                "a revocation answered before the durable tier had it"
+            );
         }
     }
 

@@ -8,7 +8,7 @@
 //! the tier is never on the request path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sessiond_core::tier::{
@@ -16,8 +16,8 @@ use sessiond_core::tier::{
 };
 use sessiond_core::{Clock, EventKind, EventSink, SessionEvent, SessionStore, StoreError};
 use sessiond_tier_postgres::{PgOptions, PgTier};
-use tokio::sync::mpsc;
 use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, TierConfig};
@@ -53,6 +53,26 @@ pub async fn connect(
     Ok(Some(Arc::new(tier)))
 }
 
+/// Ships everything in `store`'s outbox to `tier` now, batch after batch (what a command that
+/// changed sessions without a running shipper does before it exits: `sessiond revoke`).
+/// Returns how many entries it shipped.
+pub async fn ship_all(store: &dyn SessionStore, tier: &dyn DurableTier) -> Result<u64, StoreError> {
+    const BATCH: usize = 1_000;
+    let mut shipped = 0u64;
+    loop {
+        let entries = store.outbox_read(BATCH).await?;
+        if entries.is_empty() {
+            return Ok(shipped);
+        }
+        tier.ship(&entries).await?;
+        store.outbox_remove(&entries).await?;
+        shipped += entries.len() as u64;
+        if entries.len() < BATCH {
+            return Ok(shipped);
+        }
+    }
+}
+
 /// What the shipper last saw, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct TierStatus {
@@ -84,6 +104,55 @@ pub struct Tier {
     pub tier: Arc<dyn DurableTier>,
     /// What the shipper last saw.
     pub status: Arc<TierStatus>,
+    /// Asking the shipper to ship now, and waiting for it.
+    pub flush: Arc<Flush>,
+}
+
+impl Tier {
+    /// The tier `tier`, before its shipper starts.
+    pub fn new(tier: Arc<dyn DurableTier>) -> Self {
+        Tier {
+            tier,
+            status: Arc::default(),
+            flush: Arc::new(Flush::new()),
+        }
+    }
+}
+
+/// Revocations written through: a request that has just ended sessions asks the shipper to
+/// ship at once and waits (bounded) until what the outbox held is in PostgreSQL, so the durable
+/// copy never holds a revoked session as live once the revoke has answered while PostgreSQL is
+/// up. While it is down the wait times out, the revoke answers anyway (logout must work), and
+/// the entry ships when PostgreSQL is back.
+#[derive(Debug)]
+pub struct Flush {
+    /// Requests made so far.
+    requested: AtomicU64,
+    /// Wakes the shipper.
+    wake: Notify,
+    /// The number of requests the last complete shipment satisfied.
+    done: watch::Sender<u64>,
+}
+
+impl Flush {
+    fn new() -> Self {
+        Flush {
+            requested: AtomicU64::new(0),
+            wake: Notify::new(),
+            done: watch::channel(0).0,
+        }
+    }
+
+    /// Asks for everything in the outbox now to be shipped, and waits at most `timeout`.
+    /// Returns whether it was.
+    pub async fn ship_now(&self, timeout: Duration) -> bool {
+        let mine = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut done = self.done.subscribe();
+        self.wake.notify_one();
+        tokio::time::timeout(timeout, done.wait_for(|d| *d >= mine))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 /// The running shipper and purge; [`Shipper::stop`] drains once more and stops them.
@@ -172,6 +241,9 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
     let mut failures = 0u32;
     loop {
         let stopping = *stopped.borrow();
+        // Requests made before this read had their entries in the outbox already: a shipment
+        // that empties it satisfies them.
+        let requested = l.tier.flush.requested.load(Ordering::Acquire);
         let wait = match l.ship_once().await {
             Ok(shipped) => {
                 if failures > 0 {
@@ -187,6 +259,13 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
                     l.measure().await;
                     continue;
                 }
+                l.tier.flush.done.send_if_modified(|done| {
+                    let newer = requested > *done;
+                    if newer {
+                        *done = requested;
+                    }
+                    newer
+                });
                 interval
             }
             Err(e) => {
@@ -211,6 +290,7 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = l.tier.flush.wake.notified(), if failures == 0 => {}
             _ = stopped.changed() => {}
         }
     }

@@ -1,5 +1,8 @@
 //! `sessiond revoke`: the operator's emergency path (S12), straight on the store.
 //!
+//! With a durable tier configured, the revocation also reaches PostgreSQL before the command
+//! returns (the store's outbox is shipped), so no tier can bring the sessions back.
+//!
 //! It opens the store `sessiond serve` would open (same config file, environment and flags), so
 //! it works with no API key and even while every sessiond process is down. The embedded store
 //! can be opened by one process at a time: while a server runs on it, use the API instead
@@ -89,8 +92,23 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
                 .map(|n| format!("removed {n} sessions of every user ({engine} store)")),
             (None, false) => bail!("say --user USER_ID or --all --yes"),
         };
+        let message = result.context("revoking")?;
+        // With a durable tier, the ends reach PostgreSQL before this returns (a running
+        // sessiond would write them through the same way); if PostgreSQL cannot be reached
+        // they wait in the outbox for the next `sessiond serve`.
+        let shipped = match sessiond_server::tier::connect(&config, &SystemClock).await {
+            Ok(Some(tier)) => Some(sessiond_server::tier::ship_all(&*store, &*tier).await),
+            Ok(None) => None,
+            Err(e) => Some(Err(sessiond_core::StoreError::unavailable(e.to_string()))),
+        };
         store.close().await.context("closing the store")?;
-        println!("{}", result.context("revoking")?);
+        println!("{message}");
+        if let Some(Err(e)) = shipped {
+            eprintln!(
+                "the durable tier could not be reached ({e}); the revocation is in the outbox \
+                 and reaches PostgreSQL when sessiond serve runs again"
+            );
+        }
         Ok(())
     })
 }

@@ -465,3 +465,188 @@ async fn the_audit_trail_reads_back_newest_first_through_the_api_and_the_cli() {
     assert_eq!(events[0]["kind"], "invalid_token");
     assert_eq!(events[1]["kind"], "logged_out");
 }
+
+async fn create(client: &reqwest::Client, base: &str, user: &str) -> (String, String) {
+    let body: Value = client
+        .post(format!("{base}/v1/sessions"))
+        .header("x-api-key", KEY)
+        .json(&json!({"userId": user}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        body["session"]["sessionId"].as_str().unwrap().to_owned(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn durable(pg: &PostgresServer, id: &str, column: &str) -> String {
+    pg.psql(
+        "sessiond",
+        &format!("SELECT {column} FROM sessiond_sessions WHERE session_id = '{id}'"),
+    )
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_in_postgres_when_it_answers_and_answers_while_postgres_is_down() {
+    let mut pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A ship interval far longer than the test: only the write-through can be what ships.
+    let server = start_with(
+        &dir.path().join("data"),
+        &pg,
+        &[("SESSIOND_TIER__SHIP_INTERVAL", "60s")],
+    );
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+
+    let (id, token) = create(&client, &base, "wt-user").await;
+    let r = client
+        .delete(format!("{base}/v1/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        durable(&pg, &id, "state"),
+        "ended",
+        "logout is in PostgreSQL when it answers"
+    );
+
+    let (a, _) = create(&client, &base, "wt-user").await;
+    let (b, token_b) = create(&client, &base, "wt-user").await;
+    let rotated = client
+        .post(format!("{base}/v1/session/rotate"))
+        .bearer_auth(&token_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let secret = |token: &str| token.split('.').nth(1).unwrap().to_owned();
+    let new_token = rotated.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(secret(&new_token), secret(&token_b));
+    let stored = durable(&pg, &b, "encode(secret_hash, 'hex')");
+    let expected: String = sessiond_core::Token::parse(&new_token)
+        .unwrap()
+        .secret_hash()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "the rotated record, with the new secret's hash, is in PostgreSQL when rotate answers"
+    );
+    let r = client
+        .delete(format!("{base}/v1/users/wt-user/sessions"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(durable(&pg, &a, "state"), "ended");
+    assert_eq!(
+        durable(&pg, &b, "state"),
+        "ended",
+        "revoke-all is in PostgreSQL when it answers"
+    );
+
+    // PostgreSQL down: a logout still answers, once the write-through gives up (1 s).
+    let (c, token_c) = create(&client, &base, "wt-other").await;
+    pg.stop(true);
+    let started = Instant::now();
+    let r = client
+        .delete(format!("{base}/v1/session"))
+        .bearer_auth(&token_c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "logout works while PostgreSQL is down");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited {:?}",
+        started.elapsed()
+    );
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sessiond_tier_revocations_late_total") && !l.ends_with(" 0")),
+        "the late revocation is counted"
+    );
+    pg.start_again();
+    // The next write-through (or the 60 s interval) ships it: ask with a revocation.
+    let (_, token_d) = create(&client, &base, "wt-other").await;
+    let r = client
+        .delete(format!("{base}/v1/session"))
+        .bearer_auth(&token_d)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while durable(&pg, &c, "state") != "ended" {
+        assert!(
+            Instant::now() < deadline,
+            "the late logout never reached PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessiond_revoke_puts_its_revocation_in_postgres_before_it_returns() {
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ids = {
+        let mut server = start(&data, &pg);
+        let client = reqwest::Client::new();
+        let (a, _) = create(&client, &server.base, "cli-user").await;
+        let (b, _) = create(&client, &server.base, "cli-user").await;
+        drained(&client, &server.base).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        [a, b]
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["revoke", "--user", "cli-user"])
+        .env_clear()
+        .env("SESSIOND_DATA_DIR", &data)
+        .env("SESSIOND_TIER__POSTGRES_URL", pg.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in &ids {
+        assert_eq!(durable(&pg, id, "state"), "ended", "{id}");
+    }
+    assert_eq!(
+        pg.psql(
+            "sessiond",
+            "SELECT actor || ' ' || (detail->>'count') FROM sessiond_events \
+             WHERE kind = 'revoked_all' AND user_id = 'cli-user'",
+        )
+        .trim(),
+        "cli 2"
+    );
+}

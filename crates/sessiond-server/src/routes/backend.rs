@@ -78,6 +78,9 @@ pub async fn create(
         replaces,
     };
     let issued = state.sessions.create(new, backend.origin()).await?;
+    if !issued.evicted.is_empty() || issued.replaced {
+        state.sessions_ended().await;
+    }
     let mut r = json(
         StatusCode::CREATED,
         &IssuedSession {
@@ -181,6 +184,7 @@ pub async fn revoke(
     if !state.sessions.revoke(&id, backend.origin()).await? {
         return Err(ApiError::NotFound);
     }
+    state.sessions_ended().await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -252,6 +256,7 @@ pub async fn revoke_user(
         .sessions
         .revoke_user(&user, except.as_ref(), backend.origin())
         .await?;
+    state.sessions_ended().await;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }
 
@@ -297,5 +302,6 @@ pub async fn revoke_everyone(
         "ending every session of every user"
     );
     let revoked = state.sessions.revoke_everyone(backend.origin()).await?;
+    state.sessions_ended().await;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }

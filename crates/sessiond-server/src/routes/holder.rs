@@ -114,6 +114,8 @@ pub async fn rotate(State(state): State<AppState>, holder: Holder) -> Result<Res
         .sessions
         .rotate(&holder.token, holder.origin())
         .await?;
+    // The old secret is dead: the durable copy must not keep it.
+    state.sessions_ended().await;
     let secret = issued.token.expose();
     let mut r = json(
         StatusCode::OK,
@@ -149,6 +151,7 @@ pub async fn logout(State(state): State<AppState>, holder: Holder) -> Result<Res
         .sessions
         .logout(&holder.record, holder.origin())
         .await?;
+    state.sessions_ended().await;
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Transport::Cookie(name) = holder.transport {
         cookie::clear(&mut r, name);
