@@ -338,6 +338,9 @@ pub struct TierConfig {
     /// Also record refused tokens and binding mismatches in the audit trail (best effort,
     /// bounded: under a flood of guesses, what does not fit is dropped and counted).
     pub audit_refusals: bool,
+    /// PEM file of the certificate authorities trusted for TLS to PostgreSQL (a URL with
+    /// `sslmode=require`); unset: the system's.
+    pub tls_ca_file: Option<PathBuf>,
     /// Longest a logout, revocation or rotation waits for PostgreSQL to have it before it
     /// answers anyway (it is then shipped when PostgreSQL takes the outbox again).
     #[serde(with = "duration")]
@@ -354,6 +357,7 @@ impl Default for TierConfig {
             retention: Duration::from_secs(400 * 86_400),
             pool_size: 8,
             audit_refusals: false,
+            tls_ca_file: None,
             revocation_timeout: Duration::from_secs(1),
         }
     }
@@ -728,6 +732,11 @@ impl Config {
         }
         if t.pool_size == 0 {
             return invalid("tier.pool_size", "must be at least 1");
+        }
+        if let Some(ca) = &t.tls_ca_file
+            && !ca.is_file()
+        {
+            return invalid("tier.tls_ca_file", "is not a readable file");
         }
         if t.revocation_timeout > self.limits.request_timeout / 2 {
             return invalid(

@@ -43,8 +43,16 @@ pub async fn connect(
     let Some(url) = &config.tier.postgres_url else {
         return Ok(None);
     };
+    let tls_ca = match &config.tier.tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading tier.tls_ca_file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let options = PgOptions {
         pool_size: config.tier.pool_size,
+        tls_ca,
         ..PgOptions::new(url.0.clone())
     };
     let tier = PgTier::connect(&options, clock.now())

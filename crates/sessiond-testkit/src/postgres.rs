@@ -87,13 +87,55 @@ pub struct PostgresServer {
     port: u16,
     dir: TempDir,
     owner: Option<(u32, u32)>,
+    /// Extra `-c name=value` settings of the server.
+    settings: Vec<String>,
 }
 
 impl PostgresServer {
     /// A fresh cluster with a database named `sessiond`, its server accepting connections.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that also speaks TLS, with a certificate for `127.0.0.1` and `localhost`
+    /// issued by a fresh CA (made with `openssl`). Returns the server and the CA certificate
+    /// in PEM.
+    pub fn start_tls() -> (Self, Vec<u8>) {
+        let certs = crate::certs::TestCerts::generate();
+        let pem = certs.ca_pem();
+        let read = |p: &Path| std::fs::read(p).expect("read a test certificate");
+        let server = Self::start_with(Some((read(&certs.cert), read(&certs.key))));
+        (server, pem)
+    }
+
+    /// A fresh cluster; with `tls` (a certificate and its key, PEM), TLS on.
+    fn start_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let owner = run_as();
+        let mut settings = Vec::new();
+        if let Some((cert, key)) = tls {
+            // The server reads them as its own user, and refuses a key others can read.
+            let (cert_path, key_path) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&cert_path, cert).expect("write the certificate");
+            std::fs::write(&key_path, key).expect("write the key");
+            std::fs::set_permissions(
+                &key_path,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("make the key private");
+            if let Some((uid, gid)) = owner {
+                for path in [&cert_path, &key_path] {
+                    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                        .expect("give the certificates to the postgres user");
+                }
+            }
+            settings = vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", cert_path.display()),
+                format!("ssl_key_file={}", key_path.display()),
+            ];
+        }
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .expect("give the directory to the postgres user");
@@ -103,6 +145,7 @@ impl PostgresServer {
             port: free_port(),
             dir,
             owner,
+            settings,
         };
         server.initdb();
         // The free-port check races with other processes; retry on a lost race.
@@ -173,6 +216,7 @@ impl PostgresServer {
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

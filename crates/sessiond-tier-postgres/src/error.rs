@@ -32,6 +32,9 @@ pub enum TierError {
     /// A stored row could not be read back.
     #[error("a stored row is not what sessiond wrote: {0}")]
     Corrupt(&'static str),
+    /// TLS to PostgreSQL could not be set up.
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(&'static str),
     /// The pool is closed (shutdown).
     #[error("the PostgreSQL pool is closed")]
     Closed,

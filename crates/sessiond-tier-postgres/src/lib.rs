@@ -59,6 +59,9 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// Longest a statement may run (PostgreSQL's `statement_timeout`).
     pub statement_timeout: Duration,
+    /// PEM certificates of the authorities trusted for TLS (`sslmode=require` in the URL);
+    /// `None`: the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl PgOptions {
@@ -69,6 +72,7 @@ impl PgOptions {
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            tls_ca: None,
         }
     }
 }
@@ -99,13 +103,21 @@ impl PgTier {
             "-c statement_timeout={} -c client_min_messages=warning",
             options.statement_timeout.as_millis()
         ));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        // TLS when the URL asks for it (`sslmode=require`): the server's certificate is
+        // checked against `tls_ca` or the system's roots. `prefer`, libpq's default, stays
+        // plain: a TLS failure would not fall back, and a local server's self-signed
+        // certificate would then refuse every connection.
+        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                options.tls_ca.as_deref(),
+            )?);
+            Manager::from_config(config, tls, manager_config)
+        } else {
+            Manager::from_config(config, NoTls, manager_config)
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -293,6 +305,40 @@ impl PgTier {
         }
         Ok(Purged { events, sessions })
     }
+}
+
+/// The rustls client configuration: `ca` (PEM) if given, else the system's roots.
+fn tls_config(ca: Option<&[u8]>) -> Result<rustls::ClientConfig, TierError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.map_err(|_| TierError::Tls("tier.tls_ca_file holds no PEM certificate"))?;
+                roots.add(cert).map_err(|_| {
+                    TierError::Tls("tier.tls_ca_file holds an unusable certificate")
+                })?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(TierError::Tls(
+            "no certificate authority to check PostgreSQL's certificate",
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| TierError::Tls("no TLS protocol version in common"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The columns [`read_session`] expects, in its order.

@@ -496,3 +496,37 @@ async fn postgres_down_is_unavailable_and_it_recovers_without_a_new_tier() {
         Some(DurableSession::Live { .. })
     ));
 }
+
+#[tokio::test]
+async fn tls_when_the_url_asks_for_it_with_the_certificate_checked() {
+    let (server, ca) = PostgresServer::start_tls();
+    let url = format!("{}?sslmode=require", server.url());
+    let options = PgOptions {
+        tls_ca: Some(ca),
+        ..PgOptions::new(url.clone())
+    };
+    let tier = PgTier::connect(&options, at(0))
+        .await
+        .expect("TLS with the right CA");
+    tier.ping().await.expect("ping over TLS");
+    let encrypted: u32 = server
+        .psql(
+            "sessiond",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.application_name = 'sessiond'",
+        )
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(encrypted > 0, "sessiond's connections are encrypted");
+    // Another CA: the server's certificate is refused, so is the connection.
+    let (_other, other_ca) = PostgresServer::start_tls();
+    let wrong = PgOptions {
+        tls_ca: Some(other_ca),
+        ..PgOptions::new(url)
+    };
+    assert!(
+        PgTier::connect(&wrong, at(0)).await.is_err(),
+        "a certificate from an unknown CA is refused"
+    );
+}
