@@ -68,17 +68,28 @@ pub async fn ship_all(store: &dyn SessionStore, tier: &dyn DurableTier) -> Resul
     const BATCH: usize = 1_000;
     let mut shipped = 0u64;
     loop {
-        let entries = store.outbox_read(BATCH).await?;
-        if entries.is_empty() {
-            return Ok(shipped);
-        }
-        tier.ship(&entries).await?;
-        store.outbox_remove(&entries).await?;
-        shipped += entries.len() as u64;
-        if entries.len() < BATCH {
+        let n = ship_batch(store, tier, BATCH).await?;
+        shipped += n as u64;
+        if n < BATCH {
             return Ok(shipped);
         }
     }
+}
+
+/// Ships the oldest `max` entries of `store`'s outbox to `tier`, and removes them only once
+/// the tier has committed them. Returns how many it shipped.
+async fn ship_batch(
+    store: &dyn SessionStore,
+    tier: &dyn DurableTier,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let entries = store.outbox_read(max).await?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    tier.ship(&entries).await?;
+    store.outbox_remove(&entries).await?;
+    Ok(entries.len())
 }
 
 /// What the shipper last saw, for `/readyz`.
@@ -224,14 +235,9 @@ struct Loop {
 impl Loop {
     /// Ships one batch; returns how many entries it shipped.
     async fn ship_once(&self) -> Result<usize, StoreError> {
-        let entries = self.store.outbox_read(self.batch).await?;
-        if entries.is_empty() {
-            return Ok(0);
-        }
-        self.tier.tier.ship(&entries).await?;
-        self.store.outbox_remove(&entries).await?;
-        self.metrics.tier_shipped.inc_by(entries.len() as u64);
-        Ok(entries.len())
+        let shipped = ship_batch(&*self.store, &*self.tier.tier, self.batch).await?;
+        self.metrics.tier_shipped.inc_by(shipped as u64);
+        Ok(shipped)
     }
 
     /// Refreshes the backlog and lag metrics.

@@ -42,18 +42,23 @@ fn start_with(data_dir: &Path, pg: &PostgresServer, extra: &[(&str, &str)]) -> S
     Server::start(data_dir, &pairs)
 }
 
+/// The server's `/readyz` body.
+async fn readyz(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until the server's outbox is empty and its shipper reaches the tier.
 async fn drained(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready: Value = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = readyz(client, base).await;
         if ready["tier"]["status"] == "up" && ready["tier"]["outboxEntries"] == 0 {
             return;
         }
@@ -212,14 +217,7 @@ async fn every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgre
     pg.stop(true);
     load(&base, Duration::from_millis(600), &log).await;
     let client = reqwest::Client::new();
-    let ready: Value = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&client, &base).await;
     assert_eq!(ready["status"], "ready", "the hot store serves: {ready}");
     assert_eq!(ready["tier"]["status"], "down", "{ready}");
     assert!(ready["tier"]["outboxEntries"].as_u64() > Some(0), "{ready}");
