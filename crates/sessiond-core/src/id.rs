@@ -173,6 +173,19 @@ impl Shard {
             .then_some(Shard(chars))
     }
 
+    /// Every shard, in alphabet order (the first is `AA`).
+    pub fn all() -> impl Iterator<Item = Shard> {
+        B64URL
+            .iter()
+            .flat_map(|&a| B64URL.iter().map(move |&b| Shard([a, b])))
+    }
+
+    /// How many shards there are.
+    pub const COUNT: usize = 4096;
+
+    /// The first shard (`AA`).
+    pub const FIRST: Shard = Shard(*b"AA");
+
     /// The two base64url characters.
     pub fn as_str(&self) -> &str {
         // Both bytes come from the base64url alphabet (ASCII), checked when ids are parsed.

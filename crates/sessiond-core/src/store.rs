@@ -15,7 +15,7 @@ use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
-use crate::tier::OutboxEntry;
+use crate::tier::{OutboxBacklog, OutboxEntry};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -221,8 +221,10 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         Ok(())
     }
 
-    /// How many entries wait in the outbox, or `None` for a store that keeps none.
-    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+    /// What waits in the outbox, or `None` for a store that keeps none. An engine whose
+    /// outbox is spread over many keys (Redis) may answer from its own running count, kept
+    /// exact for what this process wrote and removed and refreshed from the store now and then.
+    async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
         Ok(None)
     }
 

@@ -47,9 +47,11 @@ impl EventId {
     /// The `n`th id derived from this one, for the several events of one write (a create
     /// that also evicts): distinct for distinct `n`, and `derive(0)` is the id itself.
     #[must_use]
-    pub fn derive(self, n: u8) -> Self {
+    pub fn derive(self, n: u32) -> Self {
         let mut bytes = self.0;
-        bytes[15] ^= n;
+        for (b, x) in bytes[12..].iter_mut().zip(n.to_be_bytes()) {
+            *b ^= x;
+        }
         EventId(bytes)
     }
 }
@@ -384,6 +386,16 @@ pub struct OutboxEntry {
     pub event: Option<AuditEvent>,
     /// What it did to the durable copy.
     pub change: DurableChange,
+}
+
+/// What waits in an outbox: how many entries, and the position of the oldest (its age is the
+/// shipper's lag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxBacklog {
+    /// Entries waiting.
+    pub entries: u64,
+    /// The oldest entry's position, `None` when none waits.
+    pub oldest: Option<Position>,
 }
 
 /// A session as the durable tier holds it.

@@ -55,7 +55,7 @@ use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
 use crate::store::{CreateOutcome, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome};
-use crate::tier::OutboxEntry;
+use crate::tier::{OutboxBacklog, OutboxEntry};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -186,8 +186,8 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().outbox_remove(shipped).await
     }
 
-    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
-        self.inner().outbox_len().await
+    async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
+        self.inner().outbox_backlog().await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -316,8 +316,8 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         self.0.outbox_remove(shipped).await
     }
 
-    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
-        self.0.outbox_len().await
+    async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
+        self.0.outbox_backlog().await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

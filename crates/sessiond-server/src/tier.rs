@@ -105,15 +105,14 @@ pub async fn backlog(
     store: &dyn SessionStore,
     clock: &dyn Clock,
 ) -> Result<(u64, u64), StoreError> {
-    let waiting = store.outbox_len().await?.unwrap_or(0);
-    let oldest = store.outbox_read(1).await?;
-    let lag_ms = oldest.first().map_or(0, |e| {
+    let backlog = store.outbox_backlog().await?.unwrap_or_default();
+    let lag_ms = backlog.oldest.map_or(0, |p| {
         clock
             .now()
             .as_millis()
-            .saturating_sub(e.position.millis().as_millis())
+            .saturating_sub(p.millis().as_millis())
     });
-    Ok((waiting, lag_ms))
+    Ok((backlog.entries, lag_ms))
 }
 
 /// The durable tier as the service holds it.

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sessiond_core::tier::{OutboxEntry, Position};
+use sessiond_core::tier::{OutboxBacklog, OutboxEntry, Position};
 use sessiond_core::{
     CreateOutcome, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
     SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
@@ -321,11 +321,11 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
-    async fn outbox_len(&self) -> Result<Option<u64>, StoreError> {
+    async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
         if !self.shared.outbox.enabled() {
             return Ok(None);
         }
-        self.blocking(ops::outbox_len).await.map(Some)
+        self.blocking(ops::outbox_backlog).await.map(Some)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

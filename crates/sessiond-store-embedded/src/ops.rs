@@ -6,7 +6,7 @@ use redb::{
     ReadableTableMetadata, Table, WriteTransaction,
 };
 use serde_json::{Map, Value};
-use sessiond_core::tier::{AuditKind, DurableChange, OutboxEntry};
+use sessiond_core::tier::{AuditKind, DurableChange, OutboxBacklog, OutboxEntry, Position};
 use sessiond_core::{
     Actor, AtCap, CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId,
     SessionLimit, SessionRecord, StoreError, Timestamp, UpdateOutcome, UserId,
@@ -611,13 +611,17 @@ pub(crate) fn outbox_remove(shared: &Shared, positions: &[u64]) -> Result<(), St
     Ok(())
 }
 
-/// How many entries wait.
-pub(crate) fn outbox_len(shared: &Shared) -> Result<u64, StoreError> {
+/// How many entries wait, and the oldest one's position.
+pub(crate) fn outbox_backlog(shared: &Shared) -> Result<OutboxBacklog, StoreError> {
     let txn = shared.db.begin_read().map_err(db_err)?;
-    txn.open_table(OUTBOX)
-        .map_err(db_err)?
-        .len()
-        .map_err(db_err)
+    let table = txn.open_table(OUTBOX).map_err(db_err)?;
+    Ok(OutboxBacklog {
+        entries: table.len().map_err(db_err)?,
+        oldest: table
+            .first()
+            .map_err(db_err)?
+            .map(|(k, _)| Position(k.value())),
+    })
 }
 
 /// The last position the outbox gave, to go on from when the store opens: its last entry's,

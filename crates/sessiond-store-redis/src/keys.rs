@@ -5,6 +5,9 @@
 //! - `<prefix>u:{<shard>}<userId>`: the user's index, a sorted set of members scored by
 //!   absolute expiry in whole seconds (rounded up), with a TTL at its longest-lived entry.
 //!
+//! - `<prefix>o:{<shard>}`: the shard's outbox for the durable tier (a stream, kept only
+//!   with the tier; see `outbox`), no TTL: entries leave when the tier has them.
+//!
 //! A session's *member* is its id without the `sess_` prefix and the shard: both are already
 //! in the key, and every byte of a key name is paid for in every session's memory. Seconds
 //! keep the score a 32-bit integer, which Redis packs in 5 bytes instead of 9.
@@ -94,6 +97,11 @@ impl Keys {
     /// Everything before the user id in an index key of `shard`.
     pub(crate) fn index_prefix(&self, shard: &str) -> String {
         format!("{}u:{{{shard}}}", self.prefix)
+    }
+
+    /// The outbox stream of `shard`.
+    pub(crate) fn outbox(&self, shard: Shard) -> String {
+        format!("{}o:{{{}}}", self.prefix, shard.as_str())
     }
 
     /// Built by hand, not with `format!`: it runs on every validation.

@@ -29,6 +29,8 @@
 //! - `codec`: the record's byte layout, with the fixed header the scripts edit in place.
 //! - `scripts`: the Lua scripts, and `replies`: what each script's reply means, as types.
 //! - `purge`: revoke-everyone, walking each primary for keys of sessiond's exact shapes.
+//! - `outbox`: with the durable tier, what each script records for it, per shard's stream,
+//!   and how the shipper finds and removes it.
 //!
 //! The crate root holds [`RedisStore`] and its [`SessionStore`] impl: each operation names its
 //! script, its keys and arguments, how far it must reach, and what its reply means.
@@ -38,6 +40,7 @@ pub mod connection;
 mod codec;
 mod keys;
 mod options;
+mod outbox;
 mod primary;
 mod purge;
 mod replication;
@@ -50,8 +53,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
+use sessiond_core::tier::{AuditKind, OutboxBacklog, OutboxEntry};
 use sessiond_core::{
-    AtCap, CreateOutcome, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
+    Actor, AtCap, CreateOutcome, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
     SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
@@ -62,6 +66,7 @@ use crate::codec::{decode, encode, encode_object, parse_version, u48, version_by
 use crate::connection::store_error;
 use crate::keys::Keys;
 use crate::keys::{expired_score, id_from_member, member, score};
+use crate::outbox::Outbox;
 use crate::primary::{FixedPrimary, PrimarySource};
 use crate::replication::{Replicated, ReplicationOptions};
 use crate::replies::{
@@ -80,6 +85,8 @@ pub struct RedisStore {
     backend: Backend,
     keys: Keys,
     timeout: Duration,
+    /// With the durable tier: the outbox this process writes and ships.
+    outbox: Option<Outbox>,
 }
 
 impl RedisStore {
@@ -141,6 +148,7 @@ impl RedisStore {
             backend,
             keys: Keys::new(&options.key_prefix),
             timeout: options.timeout,
+            outbox: options.outbox_per_stream.map(Outbox::new),
         })
     }
 
@@ -175,7 +183,7 @@ impl SessionStore for RedisStore {
         replaces: Option<&SessionId>,
         limit: SessionLimit,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<CreateOutcome, StoreError> {
         let shard = record.user_id.shard();
         if record.id.shard() != shard {
@@ -186,11 +194,20 @@ impl SessionStore for RedisStore {
         // A session of another shard cannot be this user's (and its key is in another slot).
         let replaces = replaces.filter(|old| old.shard() == shard);
         let value = encode(record)?;
-        let reply: CreateReply = self
+        let event = self.event(
+            origin,
+            AuditKind::Created,
+            now,
+            Some(&record.id),
+            Some(&record.user_id),
+        )?;
+        let event = &event;
+        let reply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 let mut invocation = scripts::CREATE.key(self.keys.record(&record.id));
                 invocation
                     .key(self.keys.index_in(shard, &record.user_id))
+                    .key(self.keys.outbox(shard))
                     .arg(value)
                     .arg(ttl_ms(record, now))
                     .arg(score(record.absolute_expires_at))
@@ -203,19 +220,23 @@ impl SessionStore for RedisStore {
                         "e"
                     })
                     .arg(self.keys.record_prefix(shard.as_str()))
-                    .arg(expired_score(now));
+                    .arg(expired_score(now))
+                    .arg(self.outbox_bound())
+                    .arg(event.as_str());
                 if let Some(old) = replaces {
                     invocation
                         .key(self.keys.record(old))
                         .arg(member(old))
                         .arg(record.user_id.as_str());
                 }
-                invocation.invoke_async(&mut c).await
+                invocation.invoke_async::<CreateReply>(&mut c).await
             })
-            .await?;
-        match reply {
+            .await;
+        self.outbox_mark(shard);
+        match reply? {
             CreateReply::IdTaken => Ok(CreateOutcome::IdTaken),
             CreateReply::AtCapacity => Ok(CreateOutcome::AtCapacity),
+            CreateReply::OutboxFull => Err(outbox::full()),
             CreateReply::Created { replaced, evicted } => Ok(CreateOutcome::Created {
                 evicted: evicted
                     .iter()
@@ -248,17 +269,23 @@ impl SessionStore for RedisStore {
         at: Timestamp,
         _origin: Origin<'_>,
     ) -> Result<bool, StoreError> {
-        let touched: bool = self
+        let touched = self
             .call(|mut c| async move {
                 scripts::TOUCH
                     .key(self.keys.record(id))
+                    .key(self.keys.outbox(id.shard()))
                     .arg(at.as_millis())
                     .arg(&u48(at.as_millis())[..])
-                    .invoke_async(&mut c)
+                    .arg(self.outbox_bound())
+                    .arg(member(id))
+                    .invoke_async::<i64>(&mut c)
                     .await
             })
-            .await?;
-        Ok(touched)
+            .await;
+        if !matches!(touched, Ok(0 | 1)) {
+            self.outbox_mark(id.shard());
+        }
+        Ok(touched? > 0)
     }
 
     async fn update_data(
@@ -267,7 +294,7 @@ impl SessionStore for RedisStore {
         expected_version: u64,
         user_data: &Map<String, Json>,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<UpdateOutcome, StoreError> {
         let data = encode_object(user_data)?;
         let expected = version_bytes(expected_version)?;
@@ -276,20 +303,32 @@ impl SessionStore for RedisStore {
                 .checked_add(1)
                 .ok_or_else(|| StoreError::internal("version overflow"))?,
         )?;
-        let reply: UpdateReply = self
+        // The user is in the record, not known here: the event names the session, and the
+        // record the entry carries names its user (the shipper's decode fills it in).
+        let event = self.event(origin, AuditKind::Updated, now, Some(id), None)?;
+        let event = &event;
+        let reply = self
             .call_reaching(Reach::Visible, |mut c| async move {
                 scripts::UPDATE_DATA
                     .key(self.keys.record(id))
+                    .key(self.keys.outbox(id.shard()))
                     .arg(&expected[..])
                     .arg(now.as_millis())
                     .arg(data)
                     .arg(&next[..])
-                    .invoke_async(&mut c)
+                    .arg(self.outbox_bound())
+                    .arg(event.as_str())
+                    .arg(member(id))
+                    .invoke_async::<UpdateReply>(&mut c)
                     .await
             })
-            .await?;
-        match reply {
+            .await;
+        if !matches!(reply, Ok(UpdateReply::NotFound | UpdateReply::Mismatch(_))) {
+            self.outbox_mark(id.shard());
+        }
+        match reply? {
             UpdateReply::NotFound => Ok(UpdateOutcome::NotFound),
+            UpdateReply::OutboxFull => Err(outbox::full()),
             UpdateReply::Mismatch(v) => {
                 let current = parse_version(&v).ok_or_else(unexpected)?;
                 Ok(UpdateOutcome::VersionMismatch { current })
@@ -304,20 +343,29 @@ impl SessionStore for RedisStore {
         expected: &SecretHash,
         replacement: &SecretHash,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<RotateOutcome, StoreError> {
-        let reply: RotateReply = self
+        let event = self.event(origin, AuditKind::Rotated, now, Some(id), None)?;
+        let event = &event;
+        let reply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::ROTATE
                     .key(self.keys.record(id))
+                    .key(self.keys.outbox(id.shard()))
                     .arg(now.as_millis())
                     .arg(&expected.as_bytes()[..])
                     .arg(&replacement.as_bytes()[..])
-                    .invoke_async(&mut c)
+                    .arg(self.outbox_bound())
+                    .arg(event.as_str())
+                    .arg(member(id))
+                    .invoke_async::<RotateReply>(&mut c)
                     .await
             })
-            .await?;
-        match reply {
+            .await;
+        if !matches!(reply, Ok(RotateReply::NotFound | RotateReply::Stale)) {
+            self.outbox_mark(id.shard());
+        }
+        match reply? {
             RotateReply::NotFound => Ok(RotateOutcome::NotFound),
             RotateReply::Stale => Ok(RotateOutcome::Stale),
             RotateReply::Rotated(r) => Ok(RotateOutcome::Rotated(decode(id, &r)?)),
@@ -328,20 +376,32 @@ impl SessionStore for RedisStore {
         &self,
         id: &SessionId,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<Option<UserId>, StoreError> {
-        let reply: DeleteReply = self
+        // The holder's own end is a logout; anyone else's a revocation.
+        let kind = if origin.actor == Actor::Holder {
+            AuditKind::LoggedOut
+        } else {
+            AuditKind::Revoked
+        };
+        let event = self.event(origin, kind, now, Some(id), None)?;
+        let event = &event;
+        let reply = self
             .call_reaching(Reach::Durable, |mut c| async move {
                 scripts::DELETE
                     .key(self.keys.record(id))
+                    .key(self.keys.outbox(id.shard()))
                     .arg(now.as_millis())
                     .arg(self.keys.index_prefix(id.shard().as_str()))
                     .arg(member(id))
-                    .invoke_async(&mut c)
+                    .arg(self.outbox_bound())
+                    .arg(event.as_str())
+                    .invoke_async::<DeleteReply>(&mut c)
                     .await
             })
-            .await?;
-        match reply {
+            .await;
+        self.outbox_mark(id.shard());
+        match reply? {
             DeleteReply::RemovedLive(user) => std::str::from_utf8(&user)
                 .ok()
                 .and_then(|u| UserId::parse(u).ok())
@@ -383,24 +443,36 @@ impl SessionStore for RedisStore {
         user: &UserId,
         except: Option<&SessionId>,
         now: Timestamp,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
         let keep = except.map(member).unwrap_or("");
         let shard = user.shard();
+        let kind = AuditKind::RevokedAll {
+            count: 0,
+            kept: except.cloned(),
+        };
+        let event = self.event(origin, kind, now, None, Some(user))?;
+        let event = &event;
         let mut total = 0u64;
         loop {
-            let batch: DeleteUserReply = self
+            let batch = self
                 .call_reaching(Reach::Durable, |mut c| async move {
                     scripts::DELETE_USER
                         .key(self.keys.index_in(shard, user))
+                        .key(self.keys.outbox(shard))
                         .arg(now.as_millis())
                         .arg(self.keys.record_prefix(shard.as_str()))
                         .arg(keep)
                         .arg(REVOKE_BATCH)
-                        .invoke_async(&mut c)
+                        .arg(self.outbox_bound())
+                        .arg(event.as_str())
+                        .arg(total)
+                        .invoke_async::<DeleteUserReply>(&mut c)
                         .await
                 })
-                .await?;
+                .await;
+            self.outbox_mark(shard);
+            let batch = batch?;
             total += batch.removed;
             if !batch.more {
                 return Ok(total);
@@ -408,7 +480,73 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete_all(&self, _now: Timestamp, _origin: Origin<'_>) -> Result<u64, StoreError> {
+    async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
+        if self.outbox.is_none() {
+            return self.purge_all().await;
+        }
+        // The end of everyone is in the outbox before the first key goes, so a walk cut short
+        // still ends, in the durable tier, every session it may have removed here.
+        let stream = self.keys.outbox(outbox::everyone_stream());
+        let stream = &stream;
+        let marker: String = self
+            .call(|mut c| async move {
+                redis::cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("c")
+                    .arg("a")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.outbox_mark(outbox::everyone_stream());
+        let removed = self.purge_all().await?;
+        let event = self.event(
+            origin,
+            AuditKind::RevokedEveryone { count: removed },
+            now,
+            None,
+            None,
+        )?;
+        let (event, marker) = (&event, &marker);
+        self.call_reaching(Reach::Durable, |mut c| async move {
+            scripts::ALL_ENDED
+                .key(stream)
+                .arg(event.as_str())
+                .arg(marker.as_str())
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        // Counting sessions would mean scanning the keyspace; Redis reports key counts itself.
+        Ok(None)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.read_outbox(max).await
+    }
+
+    async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.remove_from_outbox(shipped).await
+    }
+
+    async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
+        self.outbox_backlog_now().await
+    }
+}
+
+impl RedisStore {
+    /// Removes every record and index, walking each primary; returns how many records.
+    async fn purge_all(&self) -> Result<u64, StoreError> {
         let (records, indexes) = (self.keys.record_pattern(), self.keys.index_pattern());
         let is_record = |k: &[u8]| self.keys.is_record(k);
         let is_index = |k: &[u8]| self.keys.is_index(k);
@@ -454,15 +592,5 @@ impl SessionStore for RedisStore {
                 Ok(removed)
             }
         }
-    }
-
-    async fn count(&self) -> Result<Option<u64>, StoreError> {
-        // Counting sessions would mean scanning the keyspace; Redis reports key counts itself.
-        Ok(None)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
     }
 }

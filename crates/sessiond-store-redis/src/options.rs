@@ -54,6 +54,10 @@ pub struct RedisOptions {
     pub min_replica_acks: usize,
     /// Certificate authorities for `rediss` URLs (PEM); `None` trusts the system's roots.
     pub tls_roots: TlsRoots,
+    /// With the durable tier: keep an outbox, of at most this many entries per shard's
+    /// stream (past it, creates and patches of that shard are refused; revocations never
+    /// are). `None` keeps none.
+    pub outbox_per_stream: Option<u64>,
 }
 
 impl RedisOptions {
@@ -67,6 +71,7 @@ impl RedisOptions {
             replica_sync_timeout: defaults::REPLICA_SYNC_TIMEOUT,
             min_replica_acks: defaults::MIN_REPLICA_ACKS,
             tls_roots: TlsRoots::default(),
+            outbox_per_stream: None,
         }
     }
 }
@@ -82,6 +87,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("replica_sync_timeout", &self.replica_sync_timeout)
             .field("min_replica_acks", &self.min_replica_acks)
             .field("tls_roots", &self.tls_roots)
+            .field("outbox_per_stream", &self.outbox_per_stream)
             .finish()
     }
 }

@@ -42,13 +42,16 @@ fn coded(v: Value, script: &str) -> Result<(i64, std::vec::IntoIter<Value>), Par
     Ok((code, items))
 }
 
-/// `CREATE`: `{0}` id taken, `{2}` at capacity, `{1, evicted members...}` created.
+/// `CREATE`: `{0}` id taken, `{2}` at capacity, `{3}` outbox full, `{1, replaced, evicted
+/// members...}` created.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CreateReply {
     /// A record with this id exists; nothing written.
     IdTaken,
     /// The user is at the cap and the cap rejects; nothing written.
     AtCapacity,
+    /// The outbox is full; nothing written.
+    OutboxFull,
     /// Written.
     Created {
         /// Whether the replaced session was ended with it.
@@ -63,6 +66,7 @@ impl FromRedisValue for CreateReply {
         match coded(v, "create")? {
             (0, _) => Ok(CreateReply::IdTaken),
             (2, _) => Ok(CreateReply::AtCapacity),
+            (3, _) => Ok(CreateReply::OutboxFull),
             (1, mut rest) => {
                 let replaced = match rest.next() {
                     Some(Value::Int(0)) => false,
@@ -79,13 +83,16 @@ impl FromRedisValue for CreateReply {
     }
 }
 
-/// `UPDATE_DATA`: `{0}` not found, `{2, version}` mismatch, `{1, record}` updated.
+/// `UPDATE_DATA`: `{0}` not found, `{2, version}` mismatch, `{3}` outbox full, `{1, record}`
+/// updated.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum UpdateReply {
     /// No live session.
     NotFound,
     /// The stored version (its bytes) differs.
     Mismatch(Vec<u8>),
+    /// The outbox is full; nothing written.
+    OutboxFull,
     /// Written; the record's bytes as they now are.
     Updated(Vec<u8>),
 }
@@ -101,6 +108,7 @@ impl FromRedisValue for UpdateReply {
         match code {
             0 => Ok(UpdateReply::NotFound),
             2 => payload().map(UpdateReply::Mismatch),
+            3 => Ok(UpdateReply::OutboxFull),
             1 => payload().map(UpdateReply::Updated),
             _ => Err(unexpected("update")),
         }
@@ -244,6 +252,14 @@ mod tests {
         assert_eq!(
             CreateReply::from_redis_value(arr(vec![Value::Int(2)])),
             Ok(CreateReply::AtCapacity)
+        );
+        assert_eq!(
+            CreateReply::from_redis_value(arr(vec![Value::Int(3)])),
+            Ok(CreateReply::OutboxFull)
+        );
+        assert_eq!(
+            UpdateReply::from_redis_value(arr(vec![Value::Int(3)])),
+            Ok(UpdateReply::OutboxFull)
         );
         assert!(CreateReply::from_redis_value(arr(vec![Value::Int(7)])).is_err());
         assert!(CreateReply::from_redis_value(Value::Int(1)).is_err());

@@ -5,14 +5,19 @@
 //! input: ids and values arrive as `KEYS`/`ARGV`. Keys a script derives from an index entry
 //! (`ARGV` prefix plus member) share the declared keys' hash tag, so they are in the same
 //! Cluster slot.
+//!
+//! With the durable tier, every script that changes a session also appends what it did to
+//! the shard's outbox stream (a declared key with the same hash tag), in the same atomic
+//! run: the field layout is `outbox`'s. A bound of 0 keeps no outbox.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
 /// Shared Lua: `u48(s, i)` reads the 48-bit big-endian number at 1-based offset `i` (exact:
-/// Lua numbers are doubles), and `live(h, now)` says whether the header `h` describes a
-/// session live at `now`.
+/// Lua numbers are doubles), `live(h, now)` says whether the header `h` describes a session
+/// live at `now`, `full(key, bound)` whether the outbox `key` holds `bound` entries, and
+/// `note(key, bound, fields...)` appends an entry to it (nothing when `bound` is 0).
 const LIVE: &str = r"
 local function u48(s, i)
   local a, b, c, d, e, f = string.byte(s, i, i + 5)
@@ -21,6 +26,12 @@ end
 local function live(h, now)
   if string.len(h) < 19 then return false end
   return now < math.min(u48(h, 2) + u48(h, 8), u48(h, 14))
+end
+local function full(key, bound)
+  return bound > 0 and redis.call('XLEN', key) >= bound
+end
+local function note(key, bound, ...)
+  if bound > 0 then redis.call('XADD', key, '*', ...) end
 end
 ";
 
@@ -37,8 +48,11 @@ fn freeing_script(body: &str) -> Script {
     Script::new(&format!("#!lua flags=allow-oom\n{LIVE}{body}"))
 }
 
-/// Records activity. KEYS: record. ARGV: at (ms, decimal), at (48-bit header form).
-/// Returns 1 if the session was live at `at`, else 0 (and writes nothing).
+/// Records activity. KEYS: record, outbox. ARGV: at (ms, decimal), at (48-bit header form),
+/// outbox bound, member. The new record goes to the outbox unless it is full (a touch only
+/// ages `lastActivity`; it never refuses one).
+/// Returns 2 if the session was live at `at` and an outbox entry was added, 1 if it was live,
+/// else 0 (and writes nothing).
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -50,6 +64,11 @@ if at > u48(h, 2) then
   local abs = u48(h, 14)
   redis.call('SETRANGE', KEYS[1], 1, ARGV[2])
   redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(at + idle, abs) - at))
+  local bound = tonumber(ARGV[3])
+  if bound > 0 and not full(KEYS[2], bound) then
+    note(KEYS[2], bound, 'c', 'l', 'm', ARGV[4], 'r', redis.call('GET', KEYS[1]))
+    return 2
+  end
 end
 return 1
 ",
@@ -58,28 +77,33 @@ return 1
 
 /// Creates a session and indexes it, enforcing the per-user cap, and ends the session it
 /// replaces if that one is live and the same user's.
-/// KEYS: record, index, and (optional) the replaced session's record. ARGV: record bytes, ttl
-/// ms, index score (absolute expiry, whole seconds rounded up), index member, now ms, max per
-/// user (0: none), at-cap policy (`e` evict oldest, `r` reject), record key prefix of this
-/// shard, now in whole seconds (rounded down: an entry scored at or below it has expired),
-/// and with a replaced session: its index member, the user id.
+/// KEYS: record, index, outbox, and (optional) the replaced session's record. ARGV: record
+/// bytes, ttl ms, index score (absolute expiry, whole seconds rounded up), index member, now
+/// ms, max per user (0: none), at-cap policy (`e` evict oldest, `r` reject), record key
+/// prefix of this shard, now in whole seconds (rounded down: an entry scored at or below it
+/// has expired), outbox bound, the event (JSON), and with a replaced session: its index
+/// member, the user id.
 /// The replaced session is left out of the cap's count and ended only once the create is
-/// sure to stand, so a refused create ends nothing.
-/// Returns {0} id taken, {2} at capacity, {1, replaced (0 or 1), evicted ids...} created.
+/// sure to stand, so a refused create ends nothing. The outbox gets the new record, then
+/// one entry per session ended (evicted, replaced).
+/// Returns {0} id taken, {2} at capacity, {3} outbox full, {1, replaced (0 or 1), evicted
+/// ids...} created.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local bound = tonumber(ARGV[10])
+if full(KEYS[3], bound) then return {3} end
 local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
 local replaced = nil
-if KEYS[3] and KEYS[3] ~= KEYS[1] then
-  local uid = ARGV[11]
-  local h = redis.call('GETRANGE', KEYS[3], 0, 64 + string.len(uid))
+if KEYS[4] and KEYS[4] ~= KEYS[1] then
+  local uid = ARGV[13]
+  local h = redis.call('GETRANGE', KEYS[4], 0, 64 + string.len(uid))
   if live(h, now) and string.len(h) == 65 + string.len(uid)
       and string.byte(h, 64) * 256 + string.byte(h, 65) == string.len(uid)
       and string.sub(h, 66) == uid then
-    replaced = ARGV[10]
+    replaced = ARGV[12]
   end
 end
 local result = {1, replaced and 1 or 0}
@@ -114,7 +138,7 @@ if indexed and max > 0 then
   end
 end
 if replaced then
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[4])
   redis.call('ZREM', KEYS[2], replaced)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -125,14 +149,25 @@ if indexed then
 end
 local ttl = math.max(1, last * 1000 - now)
 redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
+note(KEYS[3], bound, 'c', 'l', 'm', ARGV[4], 'r', ARGV[1], 'e', ARGV[11])
+for i = 3, #result do
+  note(KEYS[3], bound, 'c', 'x', 'm', result[i], 'e', ARGV[11], 'j', 'ev',
+    'i', string.format('%d', i - 2))
+end
+if replaced then
+  note(KEYS[3], bound, 'c', 'x', 'm', replaced, 'e', ARGV[11], 'j', 'rp',
+    'i', string.format('%d', #result - 1))
+end
 return result
 ",
     )
 });
 
-/// Compare-and-set of `userData` on `version`. KEYS: record. ARGV: expected version, now ms,
-/// new userData (stored form), new version (versions in the 48-bit header form).
-/// Returns {0} not found, {2, current version} mismatch, {1, new record} updated.
+/// Compare-and-set of `userData` on `version`. KEYS: record, outbox. ARGV: expected version,
+/// now ms, new userData (stored form), new version (versions in the 48-bit header form),
+/// outbox bound, the event (JSON), member.
+/// Returns {0} not found, {2, current version} mismatch, {3} outbox full, {1, new record}
+/// updated.
 pub(crate) static UPDATE_DATA: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -140,6 +175,8 @@ local r = redis.call('GET', KEYS[1])
 if not r or not live(r, tonumber(ARGV[2])) then return {0} end
 local v = string.sub(r, 20, 25)
 if v ~= ARGV[1] then return {2, v} end
+local bound = tonumber(ARGV[5])
+if full(KEYS[2], bound) then return {3} end
 local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
 local p = 66 + ulen
 local dlen = ((string.byte(r, p) * 256 + string.byte(r, p + 1)) * 256
@@ -150,13 +187,15 @@ local len = string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 
 local out = string.sub(r, 1, 19) .. ARGV[4] .. string.sub(r, 26, p - 1) .. len .. ARGV[3]
   .. string.sub(r, p + 4 + dlen)
 redis.call('SET', KEYS[1], out, 'KEEPTTL')
+note(KEYS[2], bound, 'c', 'l', 'm', ARGV[7], 'r', out, 'e', ARGV[6])
 return {1, out}
 ",
     )
 });
 
-/// Compare-and-set of the secret hash. KEYS: record. ARGV: now ms, expected hash, new hash.
-/// Returns {0} not found, {2} stale, {1, new record} rotated.
+/// Compare-and-set of the secret hash. KEYS: record, outbox. ARGV: now ms, expected hash, new
+/// hash, outbox bound, the event (JSON), member. Recorded even in a full outbox: it ends the
+/// old token. Returns {0} not found, {2} stale, {1, new record} rotated.
 pub(crate) static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -164,13 +203,16 @@ local h = redis.call('GETRANGE', KEYS[1], 0, 56)
 if not live(h, tonumber(ARGV[1])) then return {0} end
 if string.sub(h, 26, 57) ~= ARGV[2] then return {2} end
 redis.call('SETRANGE', KEYS[1], 25, ARGV[3])
-return {1, redis.call('GET', KEYS[1])}
+local r = redis.call('GET', KEYS[1])
+note(KEYS[2], tonumber(ARGV[4]), 'c', 'l', 'm', ARGV[6], 'r', r, 'e', ARGV[5])
+return {1, r}
 ",
     )
 });
 
-/// Deletes a session and its index entry. KEYS: record. ARGV: now ms, index key prefix of
-/// this shard, index member.
+/// Deletes a session and its index entry. KEYS: record, outbox. ARGV: now ms, index key
+/// prefix of this shard, index member, outbox bound, the event (JSON; recorded only when the
+/// session was live).
 /// Returns {0, ''} absent, {1, ''} removed (was expired), {2, user id} removed (was live).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
@@ -181,7 +223,12 @@ local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
 local user = string.sub(r, 66, 65 + ulen)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[2] .. user, ARGV[3])
-if live(r, tonumber(ARGV[1])) then return {2, user} end
+local bound = tonumber(ARGV[4])
+if live(r, tonumber(ARGV[1])) then
+  note(KEYS[2], bound, 'c', 'x', 'm', ARGV[3], 'u', user, 'e', ARGV[5])
+  return {2, user}
+end
+note(KEYS[2], bound, 'c', 'x', 'm', ARGV[3], 'u', user)
 return {1, ''}
 ",
     )
@@ -209,8 +256,11 @@ return out
     )
 });
 
-/// Deletes up to a batch of a user's sessions. KEYS: index. ARGV: now ms, record key prefix
-/// of this shard, index member to keep (or empty), batch size.
+/// Deletes up to a batch of a user's sessions. KEYS: index, outbox. ARGV: now ms, record key
+/// prefix of this shard, index member to keep (or empty), batch size, outbox bound, the
+/// event (JSON), live sessions removed by the earlier batches. The last batch records the
+/// event with the whole count and the end of the user's sessions; an earlier one records
+/// the end of each session it removed.
 /// Returns {live sessions removed, 1 if more remain else 0}.
 pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
@@ -218,21 +268,42 @@ pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
 local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[4])
 local removed = 0
-local done = 0
+local gone = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, batch)) do
-  if m ~= ARGV[3] and done < batch then
+  if m ~= ARGV[3] and #gone < batch then
     local key = ARGV[2] .. m
     if live(redis.call('GETRANGE', key, 0, 18), now) then removed = removed + 1 end
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], m)
-    done = done + 1
+    table.insert(gone, m)
   end
 end
 local left = redis.call('ZCARD', KEYS[1])
 if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[3]) then left = left - 1 end
 local more = 0
 if left > 0 then more = 1 end
+local bound = tonumber(ARGV[5])
+if more == 1 then
+  for _, m in ipairs(gone) do note(KEYS[2], bound, 'c', 'x', 'm', m) end
+else
+  note(KEYS[2], bound, 'c', 'u', 'm', table.concat(gone, ' '), 'k', ARGV[3], 'e', ARGV[6],
+    'n', string.format('%d', tonumber(ARGV[7]) + removed))
+end
 return {removed, more}
+",
+    )
+});
+
+/// Records revoke-everyone once its walk is done. KEYS: the outbox of the first shard. ARGV:
+/// the event (JSON), the id of the marker entry written before the walk (or empty). The
+/// marker (every session created by then ended, no event) is what a walk cut short leaves;
+/// a finished one replaces it with the same change carrying its event.
+pub(crate) static ALL_ENDED: LazyLock<Script> = LazyLock::new(|| {
+    freeing_script(
+        r"
+redis.call('XADD', KEYS[1], '*', 'c', 'a', 'e', ARGV[1])
+if ARGV[2] ~= '' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return 1
 ",
     )
 });

@@ -1,0 +1,662 @@
+//! The outbox on Redis (`docs/design.md` §10): what each change did, for the shipper to hand
+//! to the durable tier, written by the same script as the change.
+//!
+//! # Layout
+//!
+//! One stream per shard, `<prefix>o:{<shard>}`: it shares the hash tag of the records and
+//! indexes of its shard, so a script may append to it on every topology (Cluster included),
+//! and an entry's position is its stream id (`ms-seq`, Redis's clock), which keeps growing
+//! after a flush as long as Redis's clock does. An entry is a few fields:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `c` | the change: `l` live (with `m`, `r`), `x` one session ended (`m`), `u` the user's sessions ended (`m`: the members removed, space-separated; `k`: the member kept, or empty), `a` everyone's ended |
+//! | `m` | the session's index member (its id without prefix and shard) |
+//! | `u` | the user of a session ended by id (the event was built before the script read it) |
+//! | `r` | the record's bytes as the script left them (`codec`) |
+//! | `e` | the event (JSON of `AuditEvent`), built by sessiond before the script runs; absent for a change that is no event (a touch, an expired record removed, the earlier batches of a revoke-all) |
+//! | `j`, `i` | the event is the `i`th derived from `e`: `ev` the session `m` evicted by `e`'s, `rp` replaced by it |
+//! | `n` | a revoke-all's count, known only to its last batch |
+//!
+//! # Finding entries
+//!
+//! Reading 4096 streams on every shipment would cost Redis more than the changes do, so each
+//! process keeps the shards it wrote to (or found entries in) as *dirty*, and reads only
+//! those; a shard leaves the set when a read finds its stream empty and nothing marked it
+//! meanwhile. A sweep of every shard runs at the first read and every [`SWEEP_EVERY`] after,
+//! for what other processes left (one killed before its shipper ran, `sessiond revoke`). The
+//! backlog a process reports is that of its dirty shards, read live.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use sessiond_core::tier::{
+    AuditEvent, AuditKind, DurableChange, EventId, OutboxBacklog, OutboxEntry, Position,
+};
+use sessiond_core::{Origin, SessionId, Shard, StoreError, Timestamp, UserId};
+use tokio::task::JoinSet;
+
+use crate::RedisStore;
+use crate::codec::decode;
+use crate::connection::{Connection, store_error};
+use crate::keys::id_from_member;
+use crate::routing::Backend;
+
+/// How often every shard's stream is read, for entries no process has marked.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Shards read at once.
+const CHUNK: usize = 64;
+/// Most entries read from one stream at a time.
+const PER_STREAM: usize = 256;
+
+/// The stream revoke-everyone records in (it belongs to no shard of its own).
+pub(crate) fn everyone_stream() -> Shard {
+    Shard::FIRST
+}
+
+/// The outbox of one process: its bound and what it knows of the streams.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Most entries one stream holds before changes that add data are refused.
+    pub(crate) bound: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Dirty shards, each with the mark it was last given.
+    dirty: HashMap<Shard, u64>,
+    /// The last mark given.
+    marks: u64,
+    /// When the last sweep of every stream ended.
+    swept: Option<Instant>,
+    /// While a sweep is under way (a read filled up before it reached the last shard): the
+    /// index of the next shard it reads.
+    sweeping: Option<usize>,
+}
+
+impl Outbox {
+    /// An outbox of at most `bound` entries per stream.
+    pub(crate) fn new(bound: u64) -> Self {
+        Outbox {
+            bound: bound.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding it leaves nothing half-done: recover the guard.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `shard` as possibly holding entries (after every write to it, answered or not).
+    pub(crate) fn mark(&self, shard: Shard) {
+        let mut s = self.state();
+        s.marks += 1;
+        let mark = s.marks;
+        s.dirty.insert(shard, mark);
+    }
+
+    /// Forgets `shard` if nothing marked it since `mark`: its stream was just found empty.
+    fn clean(&self, shard: Shard, mark: u64) {
+        let mut s = self.state();
+        if s.dirty.get(&shard) == Some(&mark) {
+            s.dirty.remove(&shard);
+        }
+    }
+
+    /// The dirty shards with their marks, longest dirty first.
+    fn dirty(&self) -> Vec<(Shard, u64)> {
+        let s = self.state();
+        let mut dirty: Vec<(Shard, u64)> = s.dirty.iter().map(|(k, v)| (*k, *v)).collect();
+        dirty.sort_by_key(|(_, mark)| *mark);
+        dirty
+    }
+
+    /// The shards a sweep still has to read, from where it stands (none when no sweep is
+    /// due or under way).
+    fn to_sweep(&self) -> Vec<Shard> {
+        let mut s = self.state();
+        let from = match s.sweeping {
+            Some(next) => next,
+            None if s.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) => 0,
+            None => return Vec::new(),
+        };
+        s.sweeping = Some(from);
+        Shard::all().skip(from).collect()
+    }
+
+    /// The sweep read `n` more shards.
+    fn swept(&self, n: usize) {
+        let mut s = self.state();
+        let Some(next) = s.sweeping else {
+            return;
+        };
+        if next + n >= Shard::COUNT {
+            s.sweeping = None;
+            s.swept = Some(Instant::now());
+        } else {
+            s.sweeping = Some(next + n);
+        }
+    }
+}
+
+/// The event a script records, as the JSON it stores (empty when there is no outbox: the
+/// scripts then record nothing, and the hot path builds nothing).
+pub(crate) fn event_json(
+    outbox: Option<&Outbox>,
+    origin: Origin<'_>,
+    kind: AuditKind,
+    at: Timestamp,
+    session: Option<&SessionId>,
+    user: Option<&UserId>,
+) -> Result<String, StoreError> {
+    if outbox.is_none() {
+        return Ok(String::new());
+    }
+    let event = AuditEvent {
+        id: EventId::generate().map_err(StoreError::internal)?,
+        at,
+        kind,
+        session_id: session.cloned(),
+        user_id: user.cloned(),
+        actor: origin.actor,
+        client_addr: origin.client.address,
+        user_agent: origin.client.user_agent.map(str::to_owned),
+    };
+    serde_json::to_string(&event).map_err(StoreError::internal)
+}
+
+/// The stream an entry was read from (and is removed from).
+fn stream_of(entry: &OutboxEntry) -> Shard {
+    match &entry.change {
+        DurableChange::Live(record) => record.id.shard(),
+        DurableChange::Ended(id) => id.shard(),
+        DurableChange::UserEnded { user_id, .. } => user_id.shard(),
+        DurableChange::AllEnded | DurableChange::Nothing => everyone_stream(),
+    }
+}
+
+/// A stream id `ms-seq` as a position.
+fn position(id: &[u8]) -> Option<Position> {
+    let (ms, seq) = std::str::from_utf8(id).ok()?.split_once('-')?;
+    Some(Position::from_parts(ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A position as the stream id it came from.
+fn stream_id(p: Position) -> String {
+    let seq = p.0 & ((1 << Position::SEQUENCE_BITS) - 1);
+    format!("{}-{seq}", p.0 >> Position::SEQUENCE_BITS)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("an outbox entry {what}").into())
+}
+
+fn bulk(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+/// A stream entry's fields, by name.
+type Fields = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The entries of an `XRANGE` reply: ids and their fields.
+fn stream_entries(reply: Value) -> Result<Vec<(Vec<u8>, Fields)>, StoreError> {
+    let Value::Array(entries) = reply else {
+        return Err(corrupt("stream reply is not an array"));
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(parts) = entry else {
+            return Err(corrupt("is not an array"));
+        };
+        let mut parts = parts.into_iter();
+        let id = parts
+            .next()
+            .and_then(bulk)
+            .ok_or_else(|| corrupt("has no id"))?;
+        let pairs: Vec<(Value, Value)> = match parts.next() {
+            Some(Value::Array(flat)) => {
+                let mut it = flat.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                pairs
+            }
+            Some(Value::Map(pairs)) => pairs,
+            _ => return Err(corrupt("has no fields")),
+        };
+        let mut fields = BTreeMap::new();
+        for (k, v) in pairs {
+            match (bulk(k), bulk(v)) {
+                (Some(k), Some(v)) => fields.insert(k, v),
+                _ => return Err(corrupt("has a field that is not a string")),
+            };
+        }
+        out.push((id, fields));
+    }
+    Ok(out)
+}
+
+/// One stream entry of `shard` as the entry it records.
+fn decode_entry(shard: Shard, id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
+    let field = |name: &[u8]| fields.get(name).map(Vec::as_slice);
+    let session =
+        |member: &[u8]| id_from_member(shard, member).ok_or_else(|| corrupt("names no session"));
+    let position = position(id).ok_or_else(|| corrupt("has an id that is no position"))?;
+    let mut event = match field(b"e") {
+        Some(json) => Some(
+            serde_json::from_slice::<AuditEvent>(json)
+                .map_err(|e| StoreError::Corrupt(e.into()))?,
+        ),
+        None => None,
+    };
+    if let Some(ev) = &mut event {
+        let derived = match field(b"j") {
+            Some(b"ev") => Some(true),
+            Some(b"rp") => Some(false),
+            Some(_) => return Err(corrupt("derives an unknown event")),
+            None => None,
+        };
+        if let Some(evicted) = derived {
+            let by = ev
+                .session_id
+                .take()
+                .ok_or_else(|| corrupt("derives from an event of no session"))?;
+            let n = field(b"i")
+                .and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok())
+                .ok_or_else(|| corrupt("has no index"))?;
+            ev.id = ev.id.derive(n);
+            ev.session_id = Some(session(field(b"m").unwrap_or_default())?);
+            ev.kind = if evicted {
+                AuditKind::Evicted { by }
+            } else {
+                AuditKind::Replaced { by }
+            };
+        }
+        if let (Some(n), AuditKind::RevokedAll { count, .. }) = (field(b"n"), &mut ev.kind) {
+            *count = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| corrupt("has a count that is no number"))?;
+        }
+    }
+    let member = field(b"m").unwrap_or_default();
+    let change = match field(b"c") {
+        Some(b"l") => {
+            let record = field(b"r").ok_or_else(|| corrupt("has no record"))?;
+            DurableChange::Live(decode(&session(member)?, record)?)
+        }
+        Some(b"x") => DurableChange::Ended(session(member)?),
+        Some(b"u") => {
+            let user_id = event
+                .as_ref()
+                .and_then(|e| e.user_id.clone())
+                .ok_or_else(|| corrupt("ends the sessions of no user"))?;
+            let kept = match field(b"k") {
+                Some(k) if !k.is_empty() => Some(session(k)?),
+                _ => None,
+            };
+            let ended = member
+                .split(|&b| b == b' ')
+                .filter(|m| !m.is_empty())
+                .map(session)
+                .collect::<Result<_, _>>()?;
+            DurableChange::UserEnded {
+                user_id,
+                kept,
+                ended,
+            }
+        }
+        Some(b"a") => DurableChange::AllEnded,
+        _ => return Err(corrupt("records an unknown change")),
+    };
+    // The user of an event sessiond built from the session id alone is in the record (a
+    // patch, a rotation) or was read by the script (`u`: a logout, a revocation).
+    if let Some(ev) = event.as_mut().filter(|e| e.user_id.is_none()) {
+        ev.user_id = match (&change, field(b"u")) {
+            (DurableChange::Live(record), _) => Some(record.user_id.clone()),
+            (_, Some(user)) => std::str::from_utf8(user)
+                .ok()
+                .and_then(|u| UserId::parse(u).ok()),
+            _ => None,
+        };
+    }
+    Ok(OutboxEntry {
+        position,
+        event,
+        change,
+    })
+}
+
+impl RedisStore {
+    /// A connection to where the outbox streams are: the primary, or the cluster.
+    async fn outbox_connection(&self) -> Result<Connection, StoreError> {
+        match &self.backend {
+            Backend::Replicated(r) => r.primary().await,
+            Backend::Cluster(c) => Ok(c.clone()),
+        }
+    }
+
+    fn outbox_failed(&self, e: redis::RedisError) -> StoreError {
+        if let Backend::Replicated(r) = &self.backend {
+            r.primary_failed(&e);
+        }
+        store_error(e)
+    }
+
+    /// Sends every pipeline of `pipes` (each on one stream) at once, each bounded by the
+    /// store's timeout (the connection writes them together), and gives the replies in order.
+    async fn per_stream(&self, pipes: Vec<redis::Pipeline>) -> Result<Vec<Vec<Value>>, StoreError> {
+        let conn = self.outbox_connection().await?;
+        let mut tasks = JoinSet::new();
+        let n = pipes.len();
+        for (i, pipe) in pipes.into_iter().enumerate() {
+            let (mut conn, timeout) = (conn.clone(), self.timeout);
+            tasks.spawn(async move {
+                let reply =
+                    tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(redis::RedisError::from(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "Redis did not answer in time",
+                            )))
+                        });
+                (i, reply)
+            });
+        }
+        let mut replies = vec![Vec::new(); n];
+        let mut failed = None;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((i, Ok(reply))) => {
+                    if let Some(slot) = replies.get_mut(i) {
+                        *slot = reply;
+                    }
+                }
+                Ok((_, Err(e))) => failed = Some(self.outbox_failed(e)),
+                Err(e) => failed = Some(StoreError::internal(e)),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(replies),
+        }
+    }
+
+    /// See [`SessionStore::outbox_read`](sessiond_core::SessionStore::outbox_read).
+    pub(crate) async fn read_outbox(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        // The dirty shards first, then (when one is due) the sweep, as far as `max` allows.
+        let dirty = outbox.dirty();
+        let mut read = HashSet::new();
+        for chunk in dirty.chunks(CHUNK) {
+            if out.len() >= max {
+                break;
+            }
+            self.read_streams(outbox, chunk, max, &mut out).await?;
+            read.extend(chunk.iter().map(|(s, _)| *s));
+        }
+        let sweep = outbox.to_sweep();
+        for chunk in sweep.chunks(CHUNK) {
+            if out.len() >= max {
+                break;
+            }
+            // Found by the sweep: another process's entries, or those of one that died. A
+            // stream read above is not read twice.
+            let unmarked: Vec<(Shard, u64)> = chunk
+                .iter()
+                .filter(|s| !read.contains(s))
+                .map(|s| (*s, 0))
+                .collect();
+            self.read_streams(outbox, &unmarked, max, &mut out).await?;
+            outbox.swept(chunk.len());
+        }
+        // Each stream's entries are in order; across streams, by Redis's clock.
+        out.sort_by_key(|e| e.position);
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Reads the oldest entries of the streams of `shards` into `out`, up to `max` in all:
+    /// all streams at once, then again those that had more. Marks the streams found holding
+    /// entries, and forgets those found empty.
+    async fn read_streams(
+        &self,
+        outbox: &Outbox,
+        shards: &[(Shard, u64)],
+        max: usize,
+        out: &mut Vec<OutboxEntry>,
+    ) -> Result<(), StoreError> {
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let want = max.saturating_sub(out.len()).min(PER_STREAM);
+        let range = |shard: Shard, after: Option<&[u8]>, count: usize| {
+            let mut p = redis::pipe();
+            let cmd = p.cmd("XRANGE").arg(self.keys.outbox(shard));
+            match after {
+                Some(id) => cmd.arg([b"(", id].concat()),
+                None => cmd.arg("-"),
+            };
+            cmd.arg("+").arg("COUNT").arg(count);
+            p
+        };
+        let pipes = shards.iter().map(|(s, _)| range(*s, None, want)).collect();
+        let replies = self.per_stream(pipes).await?;
+        let mut more = Vec::new();
+        for ((shard, mark), reply) in shards.iter().zip(replies) {
+            let entries = match reply.into_iter().next() {
+                Some(v) => stream_entries(v)?,
+                None => Vec::new(),
+            };
+            if entries.is_empty() {
+                outbox.clean(*shard, *mark);
+                continue;
+            }
+            if *mark == 0 {
+                outbox.mark(*shard);
+            }
+            for (id, fields) in &entries {
+                out.push(decode_entry(*shard, id, fields)?);
+            }
+            if entries.len() == want
+                && let Some((last, _)) = entries.last()
+            {
+                more.push((*shard, last.clone()));
+            }
+        }
+        // A stream with a backlog of its own (one busy user) is read on, one at a time.
+        for (shard, mut last) in more {
+            while out.len() < max {
+                let count = max - out.len();
+                let reply = self
+                    .per_stream(vec![range(shard, Some(&last), count)])
+                    .await?
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.into_iter().next());
+                let entries = match reply {
+                    Some(v) => stream_entries(v)?,
+                    None => Vec::new(),
+                };
+                for (id, fields) in &entries {
+                    out.push(decode_entry(shard, id, fields)?);
+                }
+                match entries.last() {
+                    Some((id, _)) if entries.len() == count => last = id.clone(),
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`SessionStore::outbox_remove`](sessiond_core::SessionStore::outbox_remove).
+    pub(crate) async fn remove_from_outbox(
+        &self,
+        shipped: &[OutboxEntry],
+    ) -> Result<(), StoreError> {
+        if self.outbox.is_none() || shipped.is_empty() {
+            return Ok(());
+        }
+        let mut by_stream: HashMap<Shard, Vec<String>> = HashMap::new();
+        for entry in shipped {
+            by_stream
+                .entry(stream_of(entry))
+                .or_default()
+                .push(stream_id(entry.position));
+        }
+        let pipes: Vec<redis::Pipeline> = by_stream
+            .into_iter()
+            .map(|(shard, ids)| {
+                let mut p = redis::pipe();
+                p.cmd("XDEL").arg(self.keys.outbox(shard)).arg(ids);
+                p
+            })
+            .collect();
+        let mut pipes = pipes.into_iter().peekable();
+        while pipes.peek().is_some() {
+            self.per_stream(pipes.by_ref().take(CHUNK).collect())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// See [`SessionStore::outbox_backlog`](sessiond_core::SessionStore::outbox_backlog).
+    pub(crate) async fn outbox_backlog_now(&self) -> Result<Option<OutboxBacklog>, StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(None);
+        };
+        let mut backlog = OutboxBacklog::default();
+        for chunk in outbox.dirty().chunks(CHUNK) {
+            let pipes = chunk
+                .iter()
+                .map(|(shard, _)| {
+                    let key = self.keys.outbox(*shard);
+                    let mut p = redis::pipe();
+                    p.cmd("XLEN").arg(&key);
+                    p.cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1);
+                    p
+                })
+                .collect();
+            let replies = self.per_stream(pipes).await?;
+            for ((shard, mark), reply) in chunk.iter().zip(replies) {
+                let mut reply = reply.into_iter();
+                let len = match reply.next() {
+                    Some(Value::Int(n)) => u64::try_from(n).unwrap_or(0),
+                    _ => 0,
+                };
+                if len == 0 {
+                    outbox.clean(*shard, *mark);
+                    continue;
+                }
+                backlog.entries += len;
+                let first = match reply.next() {
+                    Some(v) => stream_entries(v)?,
+                    None => Vec::new(),
+                };
+                if let Some(p) = first.first().and_then(|(id, _)| position(id)) {
+                    backlog.oldest = Some(backlog.oldest.map_or(p, |o| o.min(p)));
+                }
+            }
+        }
+        Ok(Some(backlog))
+    }
+
+    /// Marks `shard`'s stream as possibly holding entries, if there is an outbox.
+    pub(crate) fn outbox_mark(&self, shard: Shard) {
+        if let Some(outbox) = &self.outbox {
+            outbox.mark(shard);
+        }
+    }
+
+    /// The bound the scripts get: 0 keeps no outbox.
+    pub(crate) fn outbox_bound(&self) -> u64 {
+        self.outbox.as_ref().map_or(0, |o| o.bound)
+    }
+
+    /// The event JSON for a script (empty without an outbox).
+    pub(crate) fn event(
+        &self,
+        origin: Origin<'_>,
+        kind: AuditKind,
+        at: Timestamp,
+        session: Option<&SessionId>,
+        user: Option<&UserId>,
+    ) -> Result<String, StoreError> {
+        event_json(self.outbox.as_ref(), origin, kind, at, session, user)
+    }
+}
+
+/// The error a change refused by a full outbox answers (503: the tier has not taken entries
+/// for a while).
+pub(crate) fn full() -> StoreError {
+    StoreError::unavailable(
+        "the outbox is full: the durable tier has not taken entries for a while",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_stream_ids_are_one_another() {
+        for id in ["1700000000000-0", "1700000000000-17", "0-1"] {
+            let p = position(id.as_bytes()).unwrap_or_default();
+            assert_eq!(stream_id(p), id);
+        }
+        assert!(position(b"12").is_none());
+        assert!(position(b"a-1").is_none());
+        assert!(
+            position(b"1-0") < position(b"1-1") && position(b"1-1") < position(b"2-0"),
+            "stream order is position order"
+        );
+    }
+
+    #[test]
+    fn revoke_everyone_has_a_stream() {
+        assert_eq!(everyone_stream().as_str(), "AA");
+        assert_eq!(Shard::all().count(), Shard::COUNT);
+    }
+
+    #[test]
+    fn an_entry_of_unknown_shape_is_corrupt_not_a_panic() {
+        let shard = everyone_stream();
+        let mut fields = BTreeMap::new();
+        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "no change");
+        fields.insert(b"c".to_vec(), b"x".to_vec());
+        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "no member");
+        fields.insert(b"m".to_vec(), b"short".to_vec());
+        assert!(
+            decode_entry(shard, b"1-0", &fields).is_err(),
+            "not a member"
+        );
+        fields.insert(b"c".to_vec(), b"a".to_vec());
+        assert!(matches!(
+            decode_entry(shard, b"1-0", &fields).map(|e| e.change),
+            Ok(DurableChange::AllEnded)
+        ));
+        fields.insert(b"e".to_vec(), b"{not json".to_vec());
+        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "bad event");
+    }
+}
