@@ -328,7 +328,9 @@ pub struct TierConfig {
     /// Most entries one shipment (one PostgreSQL transaction) carries.
     pub ship_batch: usize,
     /// Most entries the outbox holds while PostgreSQL cannot take them; past it, creates and
-    /// `userData` changes answer 503 (revocations always work).
+    /// `userData` changes answer 503 (revocations always work). On Redis the outbox is one
+    /// stream per shard, each bounded by its share of this figure (at least 1,000, so one
+    /// busy user has room): see `stack::outbox_per_stream`.
     pub max_outbox: u64,
     /// How long the audit trail keeps events (whole months are dropped once past it).
     #[serde(with = "duration")]
@@ -712,12 +714,6 @@ impl Config {
             return invalid("redis.replica_sync_timeout", "must be at least 1ms");
         }
         let t = &self.tier;
-        if t.postgres_url.is_some() && self.redis_url.is_some() {
-            return invalid(
-                "tier.postgres_url",
-                "the durable tier runs with the embedded store so far; on Redis it is not built yet",
-            );
-        }
         if t.ship_interval.is_zero() || t.ship_interval > Duration::from_secs(60) {
             return invalid("tier.ship_interval", "must be between 1ms and 60s");
         }

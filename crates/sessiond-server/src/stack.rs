@@ -75,6 +75,11 @@ impl StoreConfig {
             replica_sync_timeout: config.redis.replica_sync_timeout,
             min_replica_acks: config.redis.min_replica_acks,
             tls_roots,
+            outbox_per_stream: config
+                .tier
+                .postgres_url
+                .is_some()
+                .then(|| outbox_per_stream(config.tier.max_outbox)),
             ..RedisOptions::new(topology)
         })))
     }
@@ -87,6 +92,16 @@ impl StoreConfig {
             StoreConfig::Redis(options) => options.topology.kind(),
         }
     }
+}
+
+/// The bound of each shard's outbox stream on Redis, for `tier.max_outbox` in all: its share
+/// of the whole (users spread evenly over the 4096 shards), and at least 1,000 entries, so
+/// one user making many changes while PostgreSQL is slow is not refused long before the
+/// outbox as a whole is full.
+pub fn outbox_per_stream(max_outbox: u64) -> u64 {
+    max_outbox
+        .div_ceil(sessiond_core::Shard::COUNT as u64)
+        .max(1_000)
 }
 
 /// Opens the engine alone, with nothing stacked on it: what the operator's commands

@@ -1,5 +1,5 @@
-//! The durable tier with the `sessiond` binary as a user runs it: the embedded store, a real
-//! PostgreSQL, `kill -9` and a PostgreSQL restart under load, the audit trail read back
+//! The durable tier with the `sessiond` binary as a user runs it: the embedded store or Redis,
+//! a real PostgreSQL, `kill -9` and a PostgreSQL restart under load, the audit trail read back
 //! through the API and `sessiond audit`.
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sessiond_testkit::postgres::PostgresServer;
+use sessiond_testkit::redis::RedisServer;
 use support::Server;
 
 const KEY: &str = "tier-test-key-0123456789abcdef";
@@ -29,10 +30,6 @@ fn env(pg: &PostgresServer) -> Vec<(&'static str, String)> {
         ("SESSIOND_TIER__SHIP_INTERVAL", "20ms".to_owned()),
         ("SESSIOND_TIER__SHIP_BATCH", "50".to_owned()),
     ]
-}
-
-fn start(data_dir: &Path, pg: &PostgresServer) -> Server {
-    start_with(data_dir, pg, &[])
 }
 
 fn start_with(data_dir: &Path, pg: &PostgresServer, extra: &[(&str, &str)]) -> Server {
@@ -191,6 +188,18 @@ async fn load(base: &str, for_at_most: Duration, log: &Arc<Mutex<Vec<Attempt>>>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgres_restart() {
+    exactly_once(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgres_restart()
+{
+    let redis = RedisServer::start();
+    exactly_once(&[("SESSIOND_REDIS_URL", &redis.url())]).await;
+}
+
+/// The exactly-once checker on the engine `engine` names (the embedded store when empty).
+async fn exactly_once(engine: &[(&str, &str)]) {
     let mut pg = PostgresServer::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -198,7 +207,7 @@ async fn every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgre
 
     // Three kill -9s, each in the middle of the load.
     for _ in 0..3 {
-        let mut server = start(&data, &pg);
+        let mut server = start_with(&data, &pg, engine);
         let base = server.base.clone();
         let running = {
             let log = log.clone();
@@ -211,7 +220,7 @@ async fn every_acknowledged_change_is_one_audit_row_through_kill_9_and_a_postgre
     }
 
     // PostgreSQL stops under load and comes back: the outbox holds what it could not take.
-    let server = start(&data, &pg);
+    let server = start_with(&data, &pg, engine);
     let base = server.base.clone();
     load(&base, Duration::from_millis(400), &log).await;
     pg.stop(true);
@@ -492,14 +501,23 @@ fn durable(pg: &PostgresServer, id: &str, column: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_is_in_postgres_when_it_answers_and_answers_while_postgres_is_down() {
+    written_through(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_revocation_is_in_postgres_when_it_answers_and_answers_while_postgres_is_down() {
+    let redis = RedisServer::start();
+    written_through(&[("SESSIOND_REDIS_URL", &redis.url())]).await;
+}
+
+/// Revocations written through, on the engine `engine` names (embedded when empty).
+async fn written_through(engine: &[(&str, &str)]) {
     let mut pg = PostgresServer::start();
     let dir = tempfile::tempdir().unwrap();
     // A ship interval far longer than the test: only the write-through can be what ships.
-    let server = start_with(
-        &dir.path().join("data"),
-        &pg,
-        &[("SESSIOND_TIER__SHIP_INTERVAL", "60s")],
-    );
+    let mut env = vec![("SESSIOND_TIER__SHIP_INTERVAL", "60s")];
+    env.extend_from_slice(engine);
+    let server = start_with(&dir.path().join("data"), &pg, &env);
     let base = server.base.clone();
     let client = reqwest::Client::new();
 
@@ -610,11 +628,22 @@ async fn a_revocation_is_in_postgres_when_it_answers_and_answers_while_postgres_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessiond_revoke_puts_its_revocation_in_postgres_before_it_returns() {
+    revoke_ships(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_sessiond_revoke_puts_its_revocation_in_postgres_before_it_returns() {
+    let redis = RedisServer::start();
+    revoke_ships(&[("SESSIOND_REDIS_URL", &redis.url())]).await;
+}
+
+/// `sessiond revoke` shipping before it exits, on the engine `engine` names.
+async fn revoke_ships(engine: &[(&str, &str)]) {
     let pg = PostgresServer::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ids = {
-        let mut server = start(&data, &pg);
+        let mut server = start_with(&data, &pg, engine);
         let client = reqwest::Client::new();
         let (a, _) = create(&client, &server.base, "cli-user").await;
         let (b, _) = create(&client, &server.base, "cli-user").await;
@@ -628,6 +657,7 @@ async fn sessiond_revoke_puts_its_revocation_in_postgres_before_it_returns() {
         .env_clear()
         .env("SESSIOND_DATA_DIR", &data)
         .env("SESSIOND_TIER__POSTGRES_URL", pg.url())
+        .envs(engine.iter().copied())
         .output()
         .unwrap();
     assert!(
