@@ -207,6 +207,18 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Writes back a session read from the durable tier (read-through, `docs/design.md` §10),
+    /// so its next validation is one hot read again. Writes nothing and returns `false` when
+    /// the hot store has a record with this id, or when a revocation made moments ago left a
+    /// tombstone of the session or of its user (a revoke-all): a read-through racing a
+    /// revocation never brings the session back. The caller passes only a record live at
+    /// `now`. By default nothing is written: an engine that keeps no tombstones must not take
+    /// sessions back.
+    async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
+        let _ = (record, now);
+        Ok(false)
+    }
+
     /// The oldest entries of the store's outbox (`docs/design.md` §10), at most `max`, in
     /// position order per session. Empty for a store that keeps no outbox (the default).
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -178,6 +178,10 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().reclaim_expired(now, max).await
     }
 
+    async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
+        self.inner().restore(record, now).await
+    }
+
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.inner().outbox_read(max).await
     }
@@ -306,6 +310,10 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
         max: usize,
     ) -> Result<Vec<ExpiredSession>, StoreError> {
         self.0.reclaim_expired(now, max).await
+    }
+
+    async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
+        self.0.restore(record, now).await
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

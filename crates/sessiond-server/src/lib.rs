@@ -28,6 +28,7 @@
 //! - [`instrumented`]: the stack's layer that times store operations.
 //! - [`sweeper`]: reclaims expired sessions, each reported as an event.
 //! - [`tier`]: the durable tier: connecting it, the shipper of the outbox, retention.
+//! - [`tiered`]: the stack's layer that reads through to the durable tier on a miss.
 //! - [`tls`]: HTTPS on the listener.
 //! - `windows`: bounded per-key time windows with constant-time eviction (the guard, the log).
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
@@ -53,6 +54,7 @@ pub mod stack;
 pub mod state;
 pub mod sweeper;
 pub mod tier;
+pub mod tiered;
 pub mod tls;
 mod windows;
 
@@ -122,7 +124,12 @@ pub async fn run_with(
     let metrics = Arc::new(metrics::Metrics::new());
     let store_config = stack::StoreConfig::from_config(&config)?;
     let engine_name = store_config.kind();
-    let store = stack::build_store(stack::open_engine(&store_config).await?, metrics.clone());
+    let durable = tier::connect(&config, &*hooks.clock).await?;
+    let store = stack::build_store(
+        stack::open_engine(&store_config).await?,
+        durable.clone(),
+        metrics.clone(),
+    );
     let api_keys = match &config.api_keys {
         Some(list) => api_keys::ApiKeys::from_config(&list.keys())
             .map_err(|reason| anyhow::anyhow!("api_keys: {reason}"))?,
@@ -136,7 +143,6 @@ pub async fn run_with(
             keys
         }
     };
-    let durable = tier::connect(&config, &*hooks.clock).await?;
     let mut sinks = Fanout::new()
         .with(Arc::new(events::MetricsSink(metrics.clone())))
         .with(Arc::new(events::LogSink::new()));

@@ -63,6 +63,14 @@ pub struct EngineLabels {
     pub store: &'static str,
 }
 
+/// Labels of a read-through to the durable tier.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadThroughLabels {
+    /// `restored` (served and written back), `raced` (another request wrote it back first),
+    /// `refused` (a revocation's tombstone), `ended`, `absent`, `unavailable`.
+    pub outcome: &'static str,
+}
+
 /// Labels of a session lifecycle event.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
@@ -149,6 +157,8 @@ pub struct Metrics {
     pub tier_refusals_dropped: Counter,
     /// Revocations answered before the durable tier had them (`tier.revocation_timeout`).
     pub tier_revocations_late: Counter,
+    /// Misses of the hot store answered by the durable tier, by outcome.
+    pub tier_read_throughs: Family<ReadThroughLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -226,6 +236,12 @@ impl Metrics {
         let tier_lag_seconds = Gauge::<f64, AtomicU64>::default();
         let tier_refusals_dropped = Counter::default();
         let tier_revocations_late = Counter::default();
+        let tier_read_throughs = Family::<ReadThroughLabels, Counter>::default();
+        registry.register(
+            "tier_read_throughs",
+            "Hot-store misses asked of the durable tier, by outcome (restored: served and written back)",
+            tier_read_throughs.clone(),
+        );
         registry.register(
             "tier_revocations_late",
             "Logouts, revocations and rotations answered before the durable tier had them (tier.revocation_timeout passed; they ship when it is back)",
@@ -264,6 +280,7 @@ impl Metrics {
             tier_lag_seconds,
             tier_refusals_dropped,
             tier_revocations_late,
+            tier_read_throughs,
             http_requests,
             http_duration,
             store_duration,
@@ -271,6 +288,13 @@ impl Metrics {
             guard_events,
             live_sessions,
         }
+    }
+
+    /// The counter of read-throughs that ended in `outcome`.
+    pub fn tier_read_through(&self, outcome: &'static str) -> Counter {
+        self.tier_read_throughs
+            .get_or_create(&ReadThroughLabels { outcome })
+            .clone()
     }
 
     /// Counts a lifecycle event.

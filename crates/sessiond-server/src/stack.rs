@@ -3,8 +3,9 @@
 //! ```text
 //! Sessions (rules, events)
 //!   → instrumentation (store operation latency)          stack::build_store
-//!     → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
-//!         └ outbox ──(shipper, crate::tier)──→ durable tier (PostgreSQL)
+//!     → read-through to the durable tier, on a miss       crate::tiered (with the tier)
+//!       → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
+//!           └ outbox ──(shipper, crate::tier)──→ durable tier (PostgreSQL)
 //! ```
 //!
 //! With a durable tier the engine keeps an outbox: each change writes its event and the
@@ -12,13 +13,14 @@
 //!
 //! Each capability over the engine is a store that wraps a store
 //! ([`StoreWrapper`](sessiond_core::wrap::StoreWrapper)), stacked here and nowhere else: the
-//! near cache goes above instrumentation and the durable tier below it when they come.
+//! near cache goes above instrumentation when it comes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use sessiond_core::SessionStore;
+use sessiond_core::tier::DurableTier;
 use sessiond_core::wrap::Wrapped;
 use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
 use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
@@ -26,6 +28,7 @@ use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
 use crate::metrics::Metrics;
+use crate::tiered::TieredStore;
 
 /// Which engine holds the sessions, with everything it needs to open.
 #[derive(Debug, Clone)]
@@ -120,7 +123,15 @@ pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Arc<dyn Session
     })
 }
 
-/// The stack over `engine`, as the service uses it.
-pub fn build_store(engine: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Arc<dyn SessionStore> {
+/// The stack over `engine`, as the service uses it, with `tier` behind it when there is one.
+pub fn build_store(
+    engine: Arc<dyn SessionStore>,
+    tier: Option<Arc<dyn DurableTier>>,
+    metrics: Arc<Metrics>,
+) -> Arc<dyn SessionStore> {
+    let engine: Arc<dyn SessionStore> = match tier {
+        Some(tier) => Arc::new(Wrapped(TieredStore::new(engine, tier, metrics.clone()))),
+        None => engine,
+    };
     Arc::new(Wrapped(InstrumentedStore::new(engine, metrics)))
 }

@@ -5,6 +5,10 @@
 //! - `<prefix>u:{<shard>}<userId>`: the user's index, a sorted set of members scored by
 //!   absolute expiry in whole seconds (rounded up), with a TTL at its longest-lived entry.
 //!
+//! - `<prefix>t:{<shard>}<member>`: a tombstone, left by a revocation for a short while
+//!   (with the durable tier only), so a read-through racing it cannot write the session back.
+//! - `<prefix>r:{<shard>}<userId>`: the same for a revoke-all: its time (ms) and the member it
+//!   kept.
 //! - `<prefix>o:{<shard>}`: the shard's outbox for the durable tier (a stream, kept only
 //!   with the tier; see `outbox`), no TTL: entries leave when the tier has them.
 //!
@@ -97,6 +101,23 @@ impl Keys {
     /// Everything before the user id in an index key of `shard`.
     pub(crate) fn index_prefix(&self, shard: &str) -> String {
         format!("{}u:{{{shard}}}", self.prefix)
+    }
+
+    /// Everything before the member in a tombstone key of `shard`.
+    pub(crate) fn tombstone_prefix(&self, shard: Shard) -> String {
+        format!("{}t:{{{}}}", self.prefix, shard.as_str())
+    }
+
+    /// The tombstone of `id`.
+    pub(crate) fn tombstone(&self, id: &SessionId) -> String {
+        let mut k = self.tombstone_prefix(id.shard());
+        k.push_str(member(id));
+        k
+    }
+
+    /// The revoke-all tombstone of `user`.
+    pub(crate) fn user_tombstone(&self, shard: Shard, user: &UserId) -> String {
+        format!("{}r:{{{}}}{}", self.prefix, shard.as_str(), user.as_str())
     }
 
     /// The outbox stream of `shard`.

@@ -87,6 +87,8 @@ pub struct RedisStore {
     timeout: Duration,
     /// With the durable tier: the outbox this process writes and ships.
     outbox: Option<Outbox>,
+    /// How long a revocation's tombstone stays, in ms.
+    tombstone_ms: u64,
 }
 
 impl RedisStore {
@@ -149,6 +151,9 @@ impl RedisStore {
             keys: Keys::new(&options.key_prefix),
             timeout: options.timeout,
             outbox: options.outbox_per_stream.map(Outbox::new),
+            tombstone_ms: u64::try_from(options.tombstone_ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
         })
     }
 
@@ -222,7 +227,9 @@ impl SessionStore for RedisStore {
                     .arg(self.keys.record_prefix(shard.as_str()))
                     .arg(expired_score(now))
                     .arg(self.outbox_bound())
-                    .arg(event.as_str());
+                    .arg(event.as_str())
+                    .arg(self.keys.tombstone_prefix(shard))
+                    .arg(self.tombstone_ms);
                 if let Some(old) = replaces {
                     invocation
                         .key(self.keys.record(old))
@@ -391,11 +398,13 @@ impl SessionStore for RedisStore {
                 scripts::DELETE
                     .key(self.keys.record(id))
                     .key(self.keys.outbox(id.shard()))
+                    .key(self.keys.tombstone(id))
                     .arg(now.as_millis())
                     .arg(self.keys.index_prefix(id.shard().as_str()))
                     .arg(member(id))
                     .arg(self.outbox_bound())
                     .arg(event.as_str())
+                    .arg(self.tombstone_ms)
                     .invoke_async::<DeleteReply>(&mut c)
                     .await
             })
@@ -460,6 +469,7 @@ impl SessionStore for RedisStore {
                     scripts::DELETE_USER
                         .key(self.keys.index_in(shard, user))
                         .key(self.keys.outbox(shard))
+                        .key(self.keys.user_tombstone(shard, user))
                         .arg(now.as_millis())
                         .arg(self.keys.record_prefix(shard.as_str()))
                         .arg(keep)
@@ -467,6 +477,7 @@ impl SessionStore for RedisStore {
                         .arg(self.outbox_bound())
                         .arg(event.as_str())
                         .arg(total)
+                        .arg(self.tombstone_ms)
                         .invoke_async::<DeleteUserReply>(&mut c)
                         .await
                 })
@@ -529,6 +540,42 @@ impl SessionStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
+    }
+
+    async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
+        // Only with the tier are tombstones left: without them a write-back could race a
+        // revocation.
+        if self.outbox.is_none() || !record.is_live(now) {
+            return Ok(false);
+        }
+        let shard = record.user_id.shard();
+        if record.id.shard() != shard {
+            return Err(StoreError::Corrupt(
+                "a durable session is not in its user's shard".into(),
+            ));
+        }
+        let value = encode(record)?;
+        let index_ms = (score(record.absolute_expires_at) * 1000)
+            .saturating_sub(now.as_millis())
+            .max(1);
+        let restored: i64 = self
+            .call_reaching(Reach::Visible, |mut c| async move {
+                scripts::RESTORE
+                    .key(self.keys.record(&record.id))
+                    .key(self.keys.index_in(shard, &record.user_id))
+                    .key(self.keys.tombstone(&record.id))
+                    .key(self.keys.user_tombstone(shard, &record.user_id))
+                    .arg(value)
+                    .arg(ttl_ms(record, now))
+                    .arg(score(record.absolute_expires_at))
+                    .arg(member(&record.id))
+                    .arg(record.created_at.as_millis())
+                    .arg(index_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(restored == 1)
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -32,6 +32,9 @@ pub mod defaults {
     pub const MIN_REPLICA_ACKS: usize = 0;
     /// Where validations read from.
     pub const READ_FROM: ReadFrom = ReadFrom::Replica;
+    /// How long a revocation's tombstone stays (with the durable tier): longer than any
+    /// read-through takes.
+    pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 }
 
 /// Settings of the Redis engine.
@@ -58,6 +61,9 @@ pub struct RedisOptions {
     /// stream (past it, creates and patches of that shard are refused; revocations never
     /// are). `None` keeps none.
     pub outbox_per_stream: Option<u64>,
+    /// With the outbox: how long a revocation's tombstone keeps a read-through from writing
+    /// the session back.
+    pub tombstone_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -72,6 +78,7 @@ impl RedisOptions {
             min_replica_acks: defaults::MIN_REPLICA_ACKS,
             tls_roots: TlsRoots::default(),
             outbox_per_stream: None,
+            tombstone_ttl: defaults::TOMBSTONE_TTL,
         }
     }
 }
@@ -88,6 +95,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("min_replica_acks", &self.min_replica_acks)
             .field("tls_roots", &self.tls_roots)
             .field("outbox_per_stream", &self.outbox_per_stream)
+            .field("tombstone_ttl", &self.tombstone_ttl)
             .finish()
     }
 }

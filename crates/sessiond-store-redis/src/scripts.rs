@@ -81,11 +81,11 @@ return 1
 /// bytes, ttl ms, index score (absolute expiry, whole seconds rounded up), index member, now
 /// ms, max per user (0: none), at-cap policy (`e` evict oldest, `r` reject), record key
 /// prefix of this shard, now in whole seconds (rounded down: an entry scored at or below it
-/// has expired), outbox bound, the event (JSON), and with a replaced session: its index
-/// member, the user id.
+/// has expired), outbox bound, the event (JSON), tombstone key prefix of this shard,
+/// tombstone ttl ms, and with a replaced session: its index member, the user id.
 /// The replaced session is left out of the cap's count and ended only once the create is
 /// sure to stand, so a refused create ends nothing. The outbox gets the new record, then
-/// one entry per session ended (evicted, replaced).
+/// one entry per session ended (evicted, replaced), each of which leaves a tombstone.
 /// Returns {0} id taken, {2} at capacity, {3} outbox full, {1, replaced (0 or 1), evicted
 /// ids...} created.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
@@ -98,12 +98,12 @@ local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
 local replaced = nil
 if KEYS[4] and KEYS[4] ~= KEYS[1] then
-  local uid = ARGV[13]
+  local uid = ARGV[15]
   local h = redis.call('GETRANGE', KEYS[4], 0, 64 + string.len(uid))
   if live(h, now) and string.len(h) == 65 + string.len(uid)
       and string.byte(h, 64) * 256 + string.byte(h, 65) == string.len(uid)
       and string.sub(h, 66) == uid then
-    replaced = ARGV[12]
+    replaced = ARGV[14]
   end
 end
 local result = {1, replaced and 1 or 0}
@@ -153,10 +153,12 @@ note(KEYS[3], bound, 'c', 'l', 'm', ARGV[4], 'r', ARGV[1], 'e', ARGV[11])
 for i = 3, #result do
   note(KEYS[3], bound, 'c', 'x', 'm', result[i], 'e', ARGV[11], 'j', 'ev',
     'i', string.format('%d', i - 2))
+  if bound > 0 then redis.call('SET', ARGV[12] .. result[i], '1', 'PX', ARGV[13]) end
 end
 if replaced then
   note(KEYS[3], bound, 'c', 'x', 'm', replaced, 'e', ARGV[11], 'j', 'rp',
     'i', string.format('%d', #result - 1))
+  if bound > 0 then redis.call('SET', ARGV[12] .. replaced, '1', 'PX', ARGV[13]) end
 end
 return result
 ",
@@ -210,20 +212,22 @@ return {1, r}
     )
 });
 
-/// Deletes a session and its index entry. KEYS: record, outbox. ARGV: now ms, index key
-/// prefix of this shard, index member, outbox bound, the event (JSON; recorded only when the
-/// session was live).
+/// Deletes a session and its index entry. KEYS: record, outbox, tombstone. ARGV: now ms,
+/// index key prefix of this shard, index member, outbox bound, the event (JSON; recorded only
+/// when the session was live), tombstone ttl ms. With the outbox, the tombstone is left
+/// whether or not a record was here (the session may be only in the durable tier).
 /// Returns {0, ''} absent, {1, ''} removed (was expired), {2, user id} removed (was live).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
         r"
+local bound = tonumber(ARGV[4])
+if bound > 0 then redis.call('SET', KEYS[3], '1', 'PX', ARGV[6]) end
 local r = redis.call('GET', KEYS[1])
 if not r then return {0, ''} end
 local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
 local user = string.sub(r, 66, 65 + ulen)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[2] .. user, ARGV[3])
-local bound = tonumber(ARGV[4])
 if live(r, tonumber(ARGV[1])) then
   note(KEYS[2], bound, 'c', 'x', 'm', ARGV[3], 'u', user, 'e', ARGV[5])
   return {2, user}
@@ -256,9 +260,11 @@ return out
     )
 });
 
-/// Deletes up to a batch of a user's sessions. KEYS: index, outbox. ARGV: now ms, record key
-/// prefix of this shard, index member to keep (or empty), batch size, outbox bound, the
-/// event (JSON), live sessions removed by the earlier batches. The last batch records the
+/// Deletes up to a batch of a user's sessions. KEYS: index, outbox, the user's tombstone.
+/// ARGV: now ms, record key prefix of this shard, index member to keep (or empty), batch
+/// size, outbox bound, the event (JSON), live sessions removed by the earlier batches,
+/// tombstone ttl ms. With the outbox, the user's tombstone (`now kept`) keeps a read-through
+/// from writing back any session of the user created by then but the one kept. The last batch records the
 /// event with the whole count and the end of the user's sessions; an earlier one records
 /// the end of each session it removed.
 /// Returns {live sessions removed, 1 if more remain else 0}.
@@ -267,6 +273,9 @@ pub(crate) static DELETE_USER: LazyLock<Script> = LazyLock::new(|| {
         r"
 local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[4])
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[8])
+end
 local removed = 0
 local gone = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, batch)) do
@@ -290,6 +299,30 @@ else
     'n', string.format('%d', tonumber(ARGV[7]) + removed))
 end
 return {removed, more}
+",
+    )
+});
+
+/// Writes back a session read from the durable tier. KEYS: record, index, the session's
+/// tombstone, the user's tombstone. ARGV: record bytes, ttl ms, index score, index member,
+/// the record's creation ms, the index's ttl ms (to the absolute expiry). Refuses (0) when a
+/// record is here, the session has a tombstone, or a revoke-all of its user since its
+/// creation has one (unless it kept this session); else writes it and indexes it (1).
+pub(crate) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local u = redis.call('GET', KEYS[4])
+if u then
+  local at, kept = string.match(u, '^(%d+) (.*)$')
+  if at and tonumber(ARGV[5]) <= tonumber(at) and kept ~= ARGV[4] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+return 1
 ",
     )
 });

@@ -678,3 +678,164 @@ async fn revoke_ships(engine: &[(&str, &str)]) {
         "cli 2"
     );
 }
+
+/// Each token's `/v1/auth` status, asked `concurrency` at a time.
+async fn validate_all(base: &str, tokens: &[String], concurrency: usize) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let chunk = tokens.len().div_ceil(concurrency);
+    let tasks: Vec<_> = tokens
+        .chunks(chunk)
+        .map(|part| {
+            let (client, base, part) = (client.clone(), base.to_owned(), part.to_vec());
+            tokio::spawn(async move {
+                let mut statuses = Vec::with_capacity(part.len());
+                for token in &part {
+                    let status = client
+                        .get(format!("{base}/v1/auth"))
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(tokens.len());
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// One labelled sample of `/metrics`, 0 when absent.
+async fn metric(client: &reqwest::Client, base: &str, line_start: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Session records in Redis now.
+fn records_in_redis(redis: &RedisServer) -> usize {
+    redis
+        .cli(&["--scan", "--pattern", "sd:s:*"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_no_mass_logout_when_redis_is_flushed_or_restarted_empty() {
+    const SESSIONS: usize = 10_000;
+    let mut redis = RedisServer::start();
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        &dir.path().join("data"),
+        &pg,
+        &[("SESSIOND_REDIS_URL", &redis.url())],
+    );
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    // 10,000 live sessions of 1,000 users, made 32 at a time.
+    let per_task = SESSIONS.div_ceil(32);
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut tokens = Vec::with_capacity(per_task);
+                for i in 0..per_task {
+                    let user = format!("nml-{}", (t * per_task + i) % 1_000);
+                    tokens.push(create(&client, &base, &user).await.1);
+                }
+                tokens
+            })
+        })
+        .collect();
+    let mut tokens = Vec::with_capacity(SESSIONS);
+    for t in tasks {
+        tokens.extend(t.await.unwrap());
+    }
+    let made = tokens.len();
+    // Older than the ship interval: the outbox is empty.
+    drained(&client, &base).await;
+
+    let restored = |c: &reqwest::Client| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            metric(
+                &c,
+                &base,
+                "sessiond_tier_read_throughs_total{outcome=\"restored\"}",
+            )
+            .await
+        }
+    };
+    for (loss, mut lose) in [
+        (
+            "FLUSHALL",
+            Box::new(|r: &mut RedisServer| {
+                r.cli(&["FLUSHALL"]);
+            }) as Box<dyn FnMut(&mut RedisServer)>,
+        ),
+        (
+            "a restart without persistence",
+            Box::new(|r: &mut RedisServer| r.restart()),
+        ),
+    ] {
+        lose(&mut redis);
+        assert_eq!(records_in_redis(&redis), 0, "{loss}: Redis is empty");
+        let before = restored(&client).await;
+        let started = Instant::now();
+        let statuses = validate_all(&base, &tokens, 32).await;
+        let took = started.elapsed();
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        eprintln!("after {loss}: {ok} of {made} sessions validate, read through in {took:?}");
+        assert!(
+            ok * 1000 >= made * 999,
+            "after {loss}: {ok} of {made} validate (≥ 99.9% must); statuses: {:?}",
+            statuses
+                .iter()
+                .fold(HashMap::<u16, usize>::new(), |mut m, s| {
+                    *m.entry(*s).or_default() += 1;
+                    m
+                })
+        );
+        let back = records_in_redis(&redis);
+        assert!(
+            back >= ok,
+            "after {loss}: {back} records back in Redis for {ok} validated"
+        );
+        let read_through = restored(&client).await - before;
+        // A second use is a hot read: nothing more is read through.
+        let again = validate_all(&base, &tokens, 32).await;
+        assert_eq!(
+            again.iter().filter(|s| **s == 200).count(),
+            ok,
+            "after {loss}: the same sessions validate again"
+        );
+        assert_eq!(
+            restored(&client).await - before,
+            read_through,
+            "after {loss}: each session was read through once, then served by Redis"
+        );
+        assert!(
+            read_through as usize >= ok,
+            "{read_through} read-throughs for {ok}"
+        );
+    }
+}
