@@ -29,6 +29,7 @@ mod ops;
 mod outbox;
 mod release;
 mod tables;
+mod tombstones;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub(crate) struct Shared {
     pub(crate) group: ops::GroupCommit,
     /// The outbox's settings and last position.
     pub(crate) outbox: OutboxState,
+    /// With the outbox: revocations of the last moments (see [`tombstones`]).
+    pub(crate) tombstones: std::sync::Mutex<tombstones::Tombstones>,
     /// Fires once the database above has been dropped. Declared after it, so dropped after
     /// it (see [`release`]).
     _released: release::ReleaseSignal,
@@ -169,6 +172,7 @@ impl EmbeddedStore {
             unflushed: AtomicBool::new(false),
             group: ops::GroupCommit::default(),
             outbox,
+            tombstones: std::sync::Mutex::default(),
             _released: signal,
         });
         let background = BackgroundTasks::start(&shared, &options);
@@ -306,6 +310,16 @@ impl SessionStore for EmbeddedStore {
 
     async fn count(&self) -> Result<Option<u64>, StoreError> {
         self.blocking(ops::count).await.map(Some)
+    }
+
+    async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
+        // Tombstones are kept only with the outbox (the durable tier): without them a
+        // write-back could race a revocation.
+        if !self.shared.outbox.enabled() || !record.is_live(now) {
+            return Ok(false);
+        }
+        let record = record.clone();
+        self.blocking(move |s| ops::restore(s, record, now)).await
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -32,6 +32,7 @@ pub(crate) struct Tables<'txn> {
     by_user: MultimapTable<'txn, &'static str, &'static str>,
     expiry: Table<'txn, (u64, &'static str), ()>,
     outbox: outbox::Writer<'txn>,
+    tombstones: &'txn Mutex<crate::tombstones::Tombstones>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -44,7 +45,19 @@ impl<'txn> Tables<'txn> {
                 table: txn.open_table(OUTBOX).map_err(db_err)?,
                 state: &shared.outbox,
             },
+            tombstones: &shared.tombstones,
         })
+    }
+
+    /// Runs `f` on the tombstones, when this store keeps them (with the outbox).
+    fn tombstones(&self, f: impl FnOnce(&mut crate::tombstones::Tombstones)) {
+        if self.outbox.state.enabled() {
+            let mut t = self
+                .tombstones
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut t);
+        }
     }
 
     fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -342,6 +355,7 @@ pub(crate) fn create(
                     .map(|old| (&old.id, AuditKind::Replaced { by: by.clone() })),
             );
         for (old, kind) in ended {
+            t.tombstones(|tombs| tombs.session_ended(old, now));
             let event = cause.event(kind, now, Some(old), user)?;
             t.outbox
                 .record(now, Some(event), DurableChange::Ended(old.clone()))?;
@@ -445,7 +459,20 @@ pub(crate) fn delete(
     cause: Cause,
 ) -> Result<Option<UserId>, StoreError> {
     let id = id.clone();
-    write_grouped(shared, move |t| match t.get(id.as_str())? {
+    write_grouped(shared, move |t| {
+        // Left whether or not the session is here: it may be only in the durable tier.
+        t.tombstones(|tombs| tombs.session_ended(&id, now));
+        delete_in(t, &id, now, &cause)
+    })
+}
+
+fn delete_in(
+    t: &mut Tables<'_>,
+    id: &SessionId,
+    now: Timestamp,
+    cause: &Cause,
+) -> Result<(Option<UserId>, bool), StoreError> {
+    match t.get(id.as_str())? {
         Some(r) => {
             t.remove(&r)?;
             let live = r.is_live(now);
@@ -464,6 +491,29 @@ pub(crate) fn delete(
             Ok((live.then_some(r.user_id), true))
         }
         None => Ok((None, false)),
+    }
+}
+
+/// Writes back a record read from the durable tier, unless one is here or a revocation of the
+/// last moments left a tombstone of it or of its user. No outbox entry: the tier has it.
+pub(crate) fn restore(
+    shared: &Shared,
+    record: SessionRecord,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    write_grouped(shared, move |t| {
+        if t.get(record.id.as_str())?.is_some() {
+            return Ok((false, false));
+        }
+        let mut ended = false;
+        t.tombstones(|tombs| {
+            ended = tombs.ended(&record.id, &record.user_id, record.created_at, now);
+        });
+        if ended {
+            return Ok((false, false));
+        }
+        t.put(&record, None)?;
+        Ok((true, true))
     })
 }
 
@@ -497,6 +547,7 @@ pub(crate) fn delete_user(
 ) -> Result<u64, StoreError> {
     let (user, except) = (user.clone(), except.cloned());
     write_grouped(shared, move |t| {
+        t.tombstones(|tombs| tombs.user_ended(&user, except.as_ref(), now));
         let mut revoked = 0u64;
         let mut wrote = false;
         let mut ended = Vec::new();
@@ -723,6 +774,7 @@ mod tests {
             unflushed: AtomicBool::new(false),
             group: GroupCommit::default(),
             outbox: crate::outbox::OutboxState::off(),
+            tombstones: Mutex::default(),
             _released: crate::release::pair().0,
         })
     }

@@ -132,6 +132,12 @@ macro_rules! outbox_conformance_tests {
             $crate::outbox::a_full_outbox_refuses_creates_and_patches_but_never_a_revocation(store)
                 .await;
         }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn restore_writes_back_unless_a_revocation_left_a_tombstone() {
+            let store = ($factory)(1_000_000).await;
+            $crate::outbox::restore_writes_back_unless_a_revocation_left_a_tombstone(store).await;
+        }
     };
 }
 

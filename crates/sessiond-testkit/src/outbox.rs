@@ -338,3 +338,96 @@ pub async fn a_full_outbox_refuses_creates_and_patches_but_never_a_revocation(
     assert!(store.load(&b.id, at(7)).await.expect("load").is_none());
     assert_eq!(waiting(&*store).await, Some(5));
 }
+
+/// A read-through's write-back: a session only the durable tier holds comes back, once,
+/// indexed; never over a record here, never one a revocation of the last moments ended (a
+/// logout, a revocation even of a session not here, a revoke-all but the one it kept, an
+/// eviction), never an expired one.
+pub async fn restore_writes_back_unless_a_revocation_left_a_tombstone(
+    store: Arc<dyn SessionStore>,
+) {
+    let user = fresh_user("restore");
+    let cold = record(&user, at(0));
+    assert!(
+        store.restore(&cold, at(1)).await.expect("restore"),
+        "a session not here comes back"
+    );
+    assert_eq!(
+        store.load(&cold.id, at(2)).await.expect("load"),
+        Some(cold.clone())
+    );
+    let listed = store.list_user(&user, at(2)).await.expect("list");
+    assert!(listed.iter().any(|r| r.id == cold.id), "and is indexed");
+    assert!(
+        !store.restore(&cold, at(2)).await.expect("restore"),
+        "never over a record here"
+    );
+
+    store
+        .delete(&cold.id, at(3), backend())
+        .await
+        .expect("revoke");
+    assert!(
+        !store.restore(&cold, at(4)).await.expect("restore"),
+        "not after its revocation"
+    );
+    assert_eq!(store.load(&cold.id, at(5)).await.expect("load"), None);
+
+    let elsewhere = record(&user, at(0));
+    assert_eq!(
+        store
+            .delete(&elsewhere.id, at(6), backend())
+            .await
+            .expect("revoke a session not here"),
+        None
+    );
+    assert!(
+        !store.restore(&elsewhere, at(7)).await.expect("restore"),
+        "a revocation of a session not here leaves its tombstone too"
+    );
+
+    let kept = record(&user, at(8));
+    let _ = store
+        .create(&kept, None, NO_LIMIT, at(8), backend())
+        .await
+        .expect("create");
+    let before = record(&user, at(9));
+    store
+        .delete_user(&user, Some(&kept.id), at(10), backend())
+        .await
+        .expect("revoke all but one");
+    assert!(
+        !store.restore(&before, at(11)).await.expect("restore"),
+        "not a session the revoke-all ended"
+    );
+    let after = record(&user, at(12));
+    assert!(
+        store.restore(&after, at(13)).await.expect("restore"),
+        "a session created after the revoke-all comes back"
+    );
+
+    let capped = SessionLimit {
+        max_per_user: Some(1),
+        at_cap: AtCap::EvictOldest,
+    };
+    let other = fresh_user("restore-evict");
+    let first = record(&other, at(0));
+    let second = record(&other, at(1));
+    for r in [&first, &second] {
+        let _ = store
+            .create(r, None, capped, r.created_at, backend())
+            .await
+            .expect("create at the cap");
+    }
+    assert!(
+        !store.restore(&first, at(2)).await.expect("restore"),
+        "not a session the cap evicted"
+    );
+
+    let mut expired = record(&fresh_user("restore-expired"), at(0));
+    expired.absolute_expires_at = at(1);
+    assert!(
+        !store.restore(&expired, at(2)).await.expect("restore"),
+        "never an expired session"
+    );
+}

@@ -839,3 +839,76 @@ async fn on_redis_no_mass_logout_when_redis_is_flushed_or_restarted_empty() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_embedded_node_logs_nobody_out_and_brings_back_nobody_revoked() {
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (live, revoked) = {
+        let mut server = start_with(&dir.path().join("old-node"), &pg, &[]);
+        let mut live = Vec::new();
+        for i in 0..200 {
+            live.push(
+                create(&client, &server.base, &format!("node-{}", i % 20))
+                    .await
+                    .1,
+            );
+        }
+        // Ended every way a session ends: logout, revocation, revoke-all, rotation.
+        let mut revoked = Vec::new();
+        let (_, t) = create(&client, &server.base, "node-gone").await;
+        let r = client
+            .delete(format!("{}/v1/session", server.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        revoked.push(t);
+        let (id, t) = create(&client, &server.base, "node-gone").await;
+        let r = client
+            .delete(format!("{}/v1/sessions/{id}", server.base))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        revoked.push(t);
+        let (_, t) = create(&client, &server.base, "node-all").await;
+        let r = client
+            .delete(format!("{}/v1/users/node-all/sessions", server.base))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        revoked.push(t);
+        let (_, t) = create(&client, &server.base, "node-gone").await;
+        let r = client
+            .post(format!("{}/v1/session/rotate", server.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        revoked.push(t);
+        drained(&client, &server.base).await;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        (live, revoked)
+    };
+    // A new node with an empty data directory, the same PostgreSQL.
+    let server = start_with(&dir.path().join("new-node"), &pg, &[]);
+    let statuses = validate_all(&server.base, &live, 8).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every live session validates on the new node: {statuses:?}"
+    );
+    let statuses = validate_all(&server.base, &revoked, 1).await;
+    assert_eq!(
+        statuses,
+        vec![401; revoked.len()],
+        "no ended session or rotated-away token comes back"
+    );
+}
