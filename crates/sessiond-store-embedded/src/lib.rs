@@ -13,6 +13,8 @@
 //! - [`ops`](crate::ops): each store operation as one redb transaction.
 //! - [`outbox`](crate::outbox): each change's event and durable state, in the change's own
 //!   transaction, for the durable tier (only when it is configured).
+//! - [`tombstones`](crate::tombstones): revocations of the last moments, so a read-through's
+//!   write-back ([`SessionStore::restore`]) never brings back a session one ended.
 //! - [`background`](crate::background): the touch flusher, owned by a guard that stops it on
 //!   close or drop. (Expired sessions are reclaimed through `reclaim_expired`, called by the
 //!   service's sweeper so that each one is reported as an event.)
