@@ -28,6 +28,7 @@
 //! - [`instrumented`]: the stack's layer that times store operations.
 //! - [`sweeper`]: reclaims expired sessions, each reported as an event.
 //! - [`tier`]: the durable tier: connecting it, the shipper of the outbox, retention.
+//! - [`journal`]: revocations the durable tier did not get in time, on local disk.
 //! - [`tiered`]: the stack's layer that reads through to the durable tier on a miss.
 //! - [`tls`]: HTTPS on the listener.
 //! - `windows`: bounded per-key time windows with constant-time eviction (the guard, the log).
@@ -46,6 +47,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod guard;
 pub mod instrumented;
+pub mod journal;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -125,9 +127,15 @@ pub async fn run_with(
     let store_config = stack::StoreConfig::from_config(&config)?;
     let engine_name = store_config.kind();
     let durable = tier::connect(&config, &*hooks.clock).await?;
+    let journal = match &durable {
+        Some(_) => Some(Arc::new(
+            journal::Journal::open(&config.data_dir).context("opening the tier journal")?,
+        )),
+        None => None,
+    };
     let store = stack::build_store(
         stack::open_engine(&store_config).await?,
-        durable.clone(),
+        durable.clone().zip(journal.clone()),
         metrics.clone(),
     );
     let api_keys = match &config.api_keys {
@@ -158,7 +166,9 @@ pub async fn run_with(
     let sessions = Sessions::new(store.clone(), config.policy(), hooks.clock.clone())
         .with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
-    let tier = durable.map(tier::Tier::new);
+    let tier = durable
+        .zip(journal)
+        .map(|(durable, journal)| tier::Tier::new(durable, journal));
     // An ended session's durable copy stays final for as long as any copy of it could still
     // be live: a day past the longest absolute timeout.
     let sessions_kept = config.session.absolute_timeout + std::time::Duration::from_secs(86_400);

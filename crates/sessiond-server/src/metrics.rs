@@ -67,7 +67,8 @@ pub struct EngineLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadThroughLabels {
     /// `restored` (served and written back), `raced` (another request wrote it back first),
-    /// `refused` (a revocation's tombstone), `ended`, `absent`, `unavailable`.
+    /// `refused` (a revocation's tombstone), `ended`, `absent`, `unavailable`, `untrusted`
+    /// (the journal holds revocations the tier does not have yet).
     pub outcome: &'static str,
 }
 

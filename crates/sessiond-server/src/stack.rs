@@ -27,6 +27,7 @@ use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
 
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::tiered::TieredStore;
 
@@ -123,14 +124,20 @@ pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Arc<dyn Session
     })
 }
 
-/// The stack over `engine`, as the service uses it, with `tier` behind it when there is one.
+/// The stack over `engine`, as the service uses it, with `tier` behind it when there is one
+/// (read through only while its `journal` is empty).
 pub fn build_store(
     engine: Arc<dyn SessionStore>,
-    tier: Option<Arc<dyn DurableTier>>,
+    tier: Option<(Arc<dyn DurableTier>, Arc<Journal>)>,
     metrics: Arc<Metrics>,
 ) -> Arc<dyn SessionStore> {
     let engine: Arc<dyn SessionStore> = match tier {
-        Some(tier) => Arc::new(Wrapped(TieredStore::new(engine, tier, metrics.clone()))),
+        Some((tier, journal)) => Arc::new(Wrapped(TieredStore::new(
+            engine,
+            tier,
+            journal,
+            metrics.clone(),
+        ))),
         None => engine,
     };
     Arc::new(Wrapped(InstrumentedStore::new(engine, metrics)))

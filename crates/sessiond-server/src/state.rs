@@ -8,6 +8,7 @@ use sessiond_core::Sessions;
 
 use crate::api_keys::ApiKeys;
 use crate::guard::InvalidTokenGuard;
+use crate::journal::Ended;
 use crate::metrics::Metrics;
 
 /// Everything a handler needs, shared by all requests.
@@ -78,15 +79,28 @@ impl App {
     /// create that replaced or evicted): with a durable tier, waits until PostgreSQL has the
     /// ends, at most `tier.revocation_timeout`, so no tier can bring them back later
     /// (`docs/design.md` §10). Past the timeout the request answers anyway, and the ends ship
-    /// when PostgreSQL is back.
-    pub async fn sessions_ended(&self) {
+    /// when PostgreSQL is back, from the outbox and from the local journal (`crate::journal`),
+    /// which has them on disk before this returns.
+    pub async fn sessions_ended(&self, ended: Ended<'_>) {
         let Some(tier) = &self.tier else { return };
-        if !tier.flush.ship_now(self.revocation_timeout).await {
-            self.metrics.tier_revocations_late.inc();
-            tracing::debug!(
-                event = "tier.revocation_late",
-                "a revocation answered before the durable tier had it"
-            );
+        if tier.flush.ship_now(self.revocation_timeout).await {
+            return;
+        }
+        self.metrics.tier_revocations_late.inc();
+        tracing::debug!(
+            event = "tier.revocation_late",
+            "a revocation answered before the durable tier had it"
+        );
+        let at = self.sessions.clock().now();
+        let (journal, changes) = (tier.journal.clone(), ended.changes());
+        match tokio::task::spawn_blocking(move || journal.append(changes, at)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                event = "tier.journal_failed",
+                error = %e,
+                "a late revocation could not be written to the journal"
+            ),
+            Err(e) => tracing::error!(error = %e, "the journal write did not run"),
         }
     }
 

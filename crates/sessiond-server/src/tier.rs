@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, TierConfig};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 
 /// Refused tokens and binding mismatches waiting for the tier, at most.
@@ -124,15 +125,18 @@ pub struct Tier {
     pub status: Arc<TierStatus>,
     /// Asking the shipper to ship now, and waiting for it.
     pub flush: Arc<Flush>,
+    /// Revocations answered while the tier could not take them.
+    pub journal: Arc<Journal>,
 }
 
 impl Tier {
-    /// The tier `tier`, before its shipper starts.
-    pub fn new(tier: Arc<dyn DurableTier>) -> Self {
+    /// The tier `tier`, before its shipper starts, with this process's `journal`.
+    pub fn new(tier: Arc<dyn DurableTier>, journal: Arc<Journal>) -> Self {
         Tier {
             tier,
             status: Arc::default(),
             flush: Arc::new(Flush::new()),
+            journal,
         }
     }
 }
@@ -232,8 +236,10 @@ struct Loop {
 }
 
 impl Loop {
-    /// Ships one batch; returns how many entries it shipped.
+    /// Ships the journal, if anything waits there, then one batch of the outbox; returns how
+    /// many outbox entries it shipped.
     async fn ship_once(&self) -> Result<usize, StoreError> {
+        self.tier.journal.ship(&*self.tier.tier).await?;
         let shipped = ship_batch(&*self.store, &*self.tier.tier, self.batch).await?;
         self.metrics.tier_shipped.inc_by(shipped as u64);
         Ok(shipped)

@@ -8,8 +8,9 @@
 //! of such a session by id finds it the same way, so its event is recorded as for any other.
 //!
 //! The tier is asked only on a miss: the hot path (a hit) is unchanged. While the tier cannot
-//! answer, a miss is `503` rather than `401`, so a user whose session only the tier holds is
-//! asked to retry, not to log in again.
+//! answer, or this process's journal holds revocations the tier does not have yet
+//! (`crate::journal`), a miss is `503` rather than `401`, so a user whose session only the
+//! tier holds is asked to retry, not to log in again, and no revoked session is served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use sessiond_core::{
     Origin, SessionId, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 
 /// Longest a read-through waits for the tier (well inside a tombstone's life, so a
@@ -33,19 +35,22 @@ const READ_THROUGH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct TieredStore {
     inner: Arc<dyn SessionStore>,
     tier: Arc<dyn DurableTier>,
+    journal: Arc<Journal>,
     metrics: Arc<Metrics>,
 }
 
 impl TieredStore {
-    /// `inner` with `tier` behind it.
+    /// `inner` with `tier` behind it, trusted while `journal` is empty.
     pub fn new(
         inner: Arc<dyn SessionStore>,
         tier: Arc<dyn DurableTier>,
+        journal: Arc<Journal>,
         metrics: Arc<Metrics>,
     ) -> Self {
         TieredStore {
             inner,
             tier,
+            journal,
             metrics,
         }
     }
@@ -58,6 +63,14 @@ impl TieredStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        if !self.journal.is_empty() {
+            // A revocation this process answered is not in the tier yet: what the tier says
+            // of a session cannot be trusted until the journal has shipped.
+            self.metrics.tier_read_through("untrusted").inc();
+            return Err(StoreError::unavailable(
+                "the durable tier does not have every revocation yet",
+            ));
+        }
         let durable = match tokio::time::timeout(READ_THROUGH_TIMEOUT, self.tier.load(id)).await {
             Ok(Ok(durable)) => durable,
             Ok(Err(e)) => {

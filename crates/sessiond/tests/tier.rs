@@ -912,3 +912,184 @@ async fn a_replaced_embedded_node_logs_nobody_out_and_brings_back_nobody_revoked
         "no ended session or rotated-away token comes back"
     );
 }
+
+/// `/v1/auth` statuses of `tokens`, counted by status.
+async fn tally(base: &str, tokens: &[String]) -> HashMap<u16, usize> {
+    validate_all(base, tokens, 16)
+        .await
+        .into_iter()
+        .fold(HashMap::new(), |mut m, s| {
+            *m.entry(s).or_default() += 1;
+            m
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_revoked_tokens_stay_dead_through_postgres_down_a_flush_and_a_replay() {
+    let redis = RedisServer::start();
+    let mut pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("SESSIOND_REDIS_URL", redis.url()),
+        ("SESSIOND_TIER__REVOCATION_TIMEOUT", "100ms".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = start_with(&data, &pg, &env);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+
+    // 1,000 sessions to end, 30 users' worth to end by revoke-all, 200 to keep.
+    let mut to_logout = Vec::new();
+    let mut to_revoke = Vec::new();
+    let mut to_rotate = Vec::new();
+    let mut of_revoked_users = Vec::new();
+    let mut kept = Vec::new();
+    for i in 0..300 {
+        to_logout.push(create(&client, &base, &format!("fr-a{}", i % 50)).await.1);
+        to_revoke.push(create(&client, &base, &format!("fr-b{}", i % 50)).await);
+        to_rotate.push(create(&client, &base, &format!("fr-c{}", i % 50)).await.1);
+    }
+    for i in 0..100 {
+        of_revoked_users.push(create(&client, &base, &format!("fr-d{}", i % 10)).await.1);
+    }
+    for i in 0..200 {
+        kept.push(create(&client, &base, &format!("fr-k{}", i % 50)).await.1);
+    }
+    drained(&client, &base).await;
+
+    // PostgreSQL is down during every revocation: each answers after the write-through gives
+    // up, its end waiting in the outbox and in the journal.
+    pg.stop(true);
+    let ended = |url: String, bearer: Option<String>, method: reqwest::Method| {
+        let client = client.clone();
+        async move {
+            let mut req = client.request(method, url).header("x-api-key", KEY);
+            if let Some(t) = bearer {
+                req = req.bearer_auth(t);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    let mut answers = Vec::new();
+    for chunk in to_logout.chunks(25) {
+        let calls: Vec<_> = chunk
+            .iter()
+            .map(|t| {
+                tokio::spawn(ended(
+                    format!("{base}/v1/session"),
+                    Some(t.clone()),
+                    reqwest::Method::DELETE,
+                ))
+            })
+            .collect();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+    }
+    for chunk in to_revoke.chunks(25) {
+        let calls: Vec<_> = chunk
+            .iter()
+            .map(|(id, _)| {
+                tokio::spawn(ended(
+                    format!("{base}/v1/sessions/{id}"),
+                    None,
+                    reqwest::Method::DELETE,
+                ))
+            })
+            .collect();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+    }
+    for chunk in to_rotate.chunks(25) {
+        let calls: Vec<_> = chunk
+            .iter()
+            .map(|t| {
+                tokio::spawn(ended(
+                    format!("{base}/v1/session/rotate"),
+                    Some(t.clone()),
+                    reqwest::Method::POST,
+                ))
+            })
+            .collect();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+    }
+    for u in 0..10 {
+        answers.push(
+            ended(
+                format!("{base}/v1/users/fr-d{u}/sessions"),
+                None,
+                reqwest::Method::DELETE,
+            )
+            .await,
+        );
+    }
+    assert!(
+        answers.iter().all(|s| matches!(s, 200 | 204)),
+        "every revocation answers while PostgreSQL is down: {answers:?}"
+    );
+    let mut dead: Vec<String> = to_logout;
+    dead.extend(to_revoke.into_iter().map(|(_, t)| t));
+    dead.extend(to_rotate);
+    dead.extend(of_revoked_users);
+    assert!(dead.len() >= 1_000);
+    let ready = readyz(&client, &base).await;
+    assert!(
+        ready["tier"]["journalEntries"].as_u64() >= Some(910),
+        "the late revocations are in the journal: {ready}"
+    );
+
+    // Redis loses everything, the outbox with it, while PostgreSQL is still down.
+    redis.cli(&["FLUSHALL"]);
+    let seen = tally(&base, &dead).await;
+    assert_eq!(
+        seen.get(&200),
+        None,
+        "none accepted, PostgreSQL down: {seen:?}"
+    );
+
+    // PostgreSQL is back: until the journal has shipped, read-through does not trust it; after,
+    // it knows the ends. No token is accepted at any moment.
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = tally(&base, &dead).await;
+        assert_eq!(
+            seen.get(&200),
+            None,
+            "none accepted after PostgreSQL is back: {seen:?}"
+        );
+        if seen.get(&401) == Some(&dead.len()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not all 401: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz(&client, &base).await["tier"]["journalEntries"], 0);
+
+    // The process killed and started again: what it replays changes nothing.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = start_with(&data, &pg, &env);
+    let seen = tally(&server.base, &dead).await;
+    assert_eq!(
+        seen.get(&401),
+        Some(&dead.len()),
+        "after a restart: {seen:?}"
+    );
+    // And the sessions nobody ended are all still there, read through from PostgreSQL.
+    let seen = tally(&server.base, &kept).await;
+    assert_eq!(
+        seen.get(&200),
+        Some(&kept.len()),
+        "the kept sessions: {seen:?}"
+    );
+    eprintln!(
+        "{} ended tokens stayed 401; {} kept sessions validate",
+        dead.len(),
+        kept.len()
+    );
+}

@@ -17,6 +17,7 @@ use crate::document::{
 };
 use crate::error::ApiError;
 use crate::extract::{JsonBody, SESSION_COOKIE, if_match};
+use crate::journal::Ended;
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -75,11 +76,13 @@ pub async fn create(
         user_data: body.user_data.map(|o| o.0).unwrap_or_default(),
         metadata: body.metadata.map(|o| o.0).unwrap_or_default(),
         ttl,
-        replaces,
+        replaces: replaces.clone(),
     };
     let issued = state.sessions.create(new, backend.origin()).await?;
     if !issued.evicted.is_empty() || issued.replaced {
-        state.sessions_ended().await;
+        let mut ended = issued.evicted.clone();
+        ended.extend(replaces.filter(|_| issued.replaced));
+        state.sessions_ended(Ended::Sessions(&ended)).await;
     }
     let mut r = json(
         StatusCode::CREATED,
@@ -184,7 +187,7 @@ pub async fn revoke(
     if !state.sessions.revoke(&id, backend.origin()).await? {
         return Err(ApiError::NotFound);
     }
-    state.sessions_ended().await;
+    state.sessions_ended(Ended::Session(&id)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -256,7 +259,12 @@ pub async fn revoke_user(
         .sessions
         .revoke_user(&user, except.as_ref(), backend.origin())
         .await?;
-    state.sessions_ended().await;
+    state
+        .sessions_ended(Ended::User {
+            user: &user,
+            kept: except.as_ref(),
+        })
+        .await;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }
 
@@ -302,6 +310,6 @@ pub async fn revoke_everyone(
         "ending every session of every user"
     );
     let revoked = state.sessions.revoke_everyone(backend.origin()).await?;
-    state.sessions_ended().await;
+    state.sessions_ended(Ended::Everyone).await;
     Ok(json(StatusCode::OK, &Revoked { revoked }))
 }

@@ -9,6 +9,7 @@ use crate::credentials::{GatewayHolder, Holder};
 use crate::document::{IssuedSession, PatchSession, ProblemDocument, SessionDocument};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Transport, if_match};
+use crate::journal::Ended;
 use crate::routes::{json, session_response};
 use crate::state::AppState;
 
@@ -115,7 +116,7 @@ pub async fn rotate(State(state): State<AppState>, holder: Holder) -> Result<Res
         .rotate(&holder.token, holder.origin())
         .await?;
     // The old secret is dead: the durable copy must not keep it.
-    state.sessions_ended().await;
+    state.sessions_ended(Ended::Rotated(&issued.record)).await;
     let secret = issued.token.expose();
     let mut r = json(
         StatusCode::OK,
@@ -151,7 +152,9 @@ pub async fn logout(State(state): State<AppState>, holder: Holder) -> Result<Res
         .sessions
         .logout(&holder.record, holder.origin())
         .await?;
-    state.sessions_ended().await;
+    state
+        .sessions_ended(Ended::Session(&holder.record.id))
+        .await;
     let mut r = StatusCode::NO_CONTENT.into_response();
     if let Transport::Cookie(name) = holder.transport {
         cookie::clear(&mut r, name);

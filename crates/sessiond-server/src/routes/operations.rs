@@ -41,6 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
                 "status": if up { "up" } else { "down" },
                 "outboxEntries": waiting,
                 "lagSeconds": lag_ms as f64 / 1000.0,
+                "journalEntries": tier.journal.len(),
             },
         }),
     ))
