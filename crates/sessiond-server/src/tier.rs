@@ -33,6 +33,8 @@ const REFUSALS_BATCH: usize = 500;
 const PURGE_EVERY: Duration = Duration::from_secs(3_600);
 /// Longest wait between shipping attempts while the tier fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the backlog metrics are refreshed while the shipper is busy.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// Longest the final drain at shutdown may take.
 const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
@@ -203,6 +205,7 @@ impl Shipper {
                 batch: config.ship_batch,
                 clock: clock.clone(),
                 metrics,
+                measured: std::sync::Mutex::new(None),
             },
             config.ship_interval,
             stopped.clone(),
@@ -233,6 +236,8 @@ struct Loop {
     batch: usize,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// When the backlog metrics were last refreshed.
+    measured: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Loop {
@@ -245,8 +250,20 @@ impl Loop {
         Ok(shipped)
     }
 
-    /// Refreshes the backlog and lag metrics.
-    async fn measure(&self) {
+    /// Refreshes the backlog and lag metrics, at most every [`MEASURE_EVERY`] unless `now`:
+    /// reading the backlog costs the store a read per outbox stream on Redis, which must not
+    /// be paid after every batch while a backlog drains.
+    async fn measure(&self, now: bool) {
+        {
+            let mut last = self
+                .measured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !now && last.is_some_and(|at| at.elapsed() < MEASURE_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         if let Ok((waiting, lag_ms)) = backlog(&*self.store, &*self.clock).await {
             self.metrics
                 .tier_outbox_entries
@@ -275,7 +292,7 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
                 l.tier.status.up.store(true, Ordering::Relaxed);
                 if shipped == l.batch && !stopping {
                     // More waits: go on at once.
-                    l.measure().await;
+                    l.measure(false).await;
                     continue;
                 }
                 l.tier.flush.done.send_if_modified(|done| {
@@ -303,7 +320,7 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
                     .min(MAX_BACKOFF)
             }
         };
-        l.measure().await;
+        l.measure(false).await;
         if stopping {
             return;
         }

@@ -160,6 +160,37 @@ impl StoreWrapper for TieredStore {
             .await
     }
 
+    async fn list_user(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions = self.inner.list_user(user, now).await?;
+        if !self.journal.is_empty() {
+            // The tier may still hold as live a session this process revoked.
+            return Ok(sessions);
+        }
+        // Sessions only the tier holds (the hot store lost them and they were not used
+        // since) are the user's too. Without the tier, the hot store's are the answer.
+        match tokio::time::timeout(READ_THROUGH_TIMEOUT, self.tier.list_user(user, now)).await {
+            Ok(Ok(durable)) => {
+                let hot: std::collections::HashSet<SessionId> =
+                    sessions.iter().map(|r| r.id.clone()).collect();
+                sessions.extend(
+                    durable
+                        .into_iter()
+                        .filter(|r| r.is_live(now) && !hot.contains(&r.id)),
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "listing without the durable tier's sessions: it did not answer"
+            ),
+            Err(_) => tracing::warn!("listing without the durable tier's sessions: it timed out"),
+        }
+        Ok(sessions)
+    }
+
     async fn delete(
         &self,
         id: &SessionId,

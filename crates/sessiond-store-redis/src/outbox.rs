@@ -101,6 +101,11 @@ impl Outbox {
         s.dirty.insert(shard, mark);
     }
 
+    /// The mark `shard` has now, 0 when it is not dirty.
+    fn mark_of(&self, shard: Shard) -> u64 {
+        self.state().dirty.get(&shard).copied().unwrap_or(0)
+    }
+
     /// Forgets `shard` if nothing marked it since `mark`: its stream was just found empty.
     fn clean(&self, shard: Shard, mark: u64) {
         let mut s = self.state();
@@ -510,7 +515,10 @@ impl RedisStore {
         &self,
         shipped: &[OutboxEntry],
     ) -> Result<(), StoreError> {
-        if self.outbox.is_none() || shipped.is_empty() {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        if shipped.is_empty() {
             return Ok(());
         }
         let mut by_stream: HashMap<Shard, Vec<String>> = HashMap::new();
@@ -520,18 +528,29 @@ impl RedisStore {
                 .or_default()
                 .push(stream_id(entry.position));
         }
-        let pipes: Vec<redis::Pipeline> = by_stream
+        // The marks before the removal: a stream found empty right after it is forgotten,
+        // unless a write marked it since (its entry would then be there, or come after).
+        let streams: Vec<(Shard, u64, Vec<String>)> = by_stream
             .into_iter()
-            .map(|(shard, ids)| {
-                let mut p = redis::pipe();
-                p.cmd("XDEL").arg(self.keys.outbox(shard)).arg(ids);
-                p
-            })
+            .map(|(shard, ids)| (shard, outbox.mark_of(shard), ids))
             .collect();
-        let mut pipes = pipes.into_iter().peekable();
-        while pipes.peek().is_some() {
-            self.per_stream(pipes.by_ref().take(CHUNK).collect())
-                .await?;
+        for chunk in streams.chunks(CHUNK) {
+            let pipes = chunk
+                .iter()
+                .map(|(shard, _, ids)| {
+                    let key = self.keys.outbox(*shard);
+                    let mut p = redis::pipe();
+                    p.cmd("XDEL").arg(&key).arg(ids).ignore();
+                    p.cmd("XLEN").arg(&key);
+                    p
+                })
+                .collect();
+            let replies = self.per_stream(pipes).await?;
+            for ((shard, mark, _), reply) in chunk.iter().zip(replies) {
+                if matches!(reply.first(), Some(Value::Int(0))) && *mark != 0 {
+                    outbox.clean(*shard, *mark);
+                }
+            }
         }
         Ok(())
     }

@@ -799,6 +799,32 @@ async fn on_redis_no_mass_logout_when_redis_is_flushed_or_restarted_empty() {
     ] {
         lose(&mut redis);
         assert_eq!(records_in_redis(&redis), 0, "{loss}: Redis is empty");
+        // Reconnected (after a restart, the first command on the old connection fails).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map_or(true, |r| r.status() != 200)
+        {
+            assert!(Instant::now() < deadline, "{loss}: sessiond never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A user's devices are all listed before any is used again (the tier's copies).
+        let listed: Value = client
+            .get(format!("{base}/v1/users/nml-999/sessions"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            listed["sessions"].as_array().map(Vec::len),
+            Some((0..made).filter(|i| i % 1_000 == 999).count()),
+            "{loss}: the user's sessions are listed from the tier"
+        );
         let before = restored(&client).await;
         let started = Instant::now();
         let statuses = validate_all(&base, &tokens, 32).await;
