@@ -66,8 +66,10 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Dirty shards, each with the mark it was last given.
-    dirty: HashMap<Shard, u64>,
+    /// Dirty shards, each with the mark it got when it became dirty (the order they are read
+    /// in: a shard written to all the time is not pushed back behind the others) and the mark
+    /// it was last given.
+    dirty: HashMap<Shard, (u64, u64)>,
     /// The last mark given.
     marks: u64,
     /// When the last sweep of every stream ended.
@@ -98,28 +100,38 @@ impl Outbox {
         let mut s = self.state();
         s.marks += 1;
         let mark = s.marks;
-        s.dirty.insert(shard, mark);
+        s.dirty
+            .entry(shard)
+            .and_modify(|(_, last)| *last = mark)
+            .or_insert((mark, mark));
     }
 
     /// The mark `shard` has now, 0 when it is not dirty.
     fn mark_of(&self, shard: Shard) -> u64 {
-        self.state().dirty.get(&shard).copied().unwrap_or(0)
+        self.state().dirty.get(&shard).map_or(0, |(_, last)| *last)
     }
 
     /// Forgets `shard` if nothing marked it since `mark`: its stream was just found empty.
     fn clean(&self, shard: Shard, mark: u64) {
         let mut s = self.state();
-        if s.dirty.get(&shard) == Some(&mark) {
+        if s.dirty.get(&shard).is_some_and(|(_, last)| *last == mark) {
             s.dirty.remove(&shard);
         }
     }
 
-    /// The dirty shards with their marks, longest dirty first.
+    /// The dirty shards with their last marks, longest dirty first.
     fn dirty(&self) -> Vec<(Shard, u64)> {
         let s = self.state();
-        let mut dirty: Vec<(Shard, u64)> = s.dirty.iter().map(|(k, v)| (*k, *v)).collect();
-        dirty.sort_by_key(|(_, mark)| *mark);
+        let mut dirty: Vec<(u64, Shard, u64)> = s
+            .dirty
+            .iter()
+            .map(|(shard, (since, last))| (*since, *shard, *last))
+            .collect();
+        dirty.sort_unstable_by_key(|(since, _, _)| *since);
         dirty
+            .into_iter()
+            .map(|(_, shard, last)| (shard, last))
+            .collect()
     }
 
     /// The shards a sweep still has to read, from where it stands (none when no sweep is

@@ -807,7 +807,10 @@ async fn on_redis_no_mass_logout_when_redis_is_flushed_or_restarted_empty() {
             .await
             .map_or(true, |r| r.status() != 200)
         {
-            assert!(Instant::now() < deadline, "{loss}: sessiond never reconnected");
+            assert!(
+                Instant::now() < deadline,
+                "{loss}: sessiond never reconnected"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // A user's devices are all listed before any is used again (the tier's copies).
