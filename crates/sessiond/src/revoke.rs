@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use sessiond_core::{Origin, SessionId, Sessions, SystemClock, UserId};
+use sessiond_core::{Clock as _, Origin, SessionId, Sessions, SystemClock, UserId};
 use sessiond_server::Config;
 use sessiond_server::config::Overrides;
 use sessiond_server::events::LogSink;
+use sessiond_server::journal::{Ended, Journal};
 
 /// Options of `sessiond revoke`.
 #[derive(Debug, clap::Args)]
@@ -95,7 +96,8 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
         let message = result.context("revoking")?;
         // With a durable tier, the ends reach PostgreSQL before this returns (a running
         // sessiond would write them through the same way); if PostgreSQL cannot be reached
-        // they wait in the outbox for the next `sessiond serve`.
+        // they wait in the outbox, and in the journal of this data directory, for the next
+        // `sessiond serve` (which reads nothing through from PostgreSQL until it has them).
         let shipped = match sessiond_server::tier::connect(&config, &SystemClock).await {
             Ok(Some(tier)) => Some(sessiond_server::tier::ship_all(&*store, &*tier).await),
             Ok(None) => None,
@@ -104,10 +106,22 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
         store.close().await.context("closing the store")?;
         println!("{message}");
         if let Some(Err(e)) = shipped {
+            let ended = match &user {
+                Some(user) => Ended::User {
+                    user,
+                    kept: except.as_ref(),
+                },
+                None => Ended::Everyone,
+            };
+            let journal = Journal::open(&config.data_dir)
+                .and_then(|j| j.append(ended.changes(), SystemClock.now()));
             eprintln!(
                 "the durable tier could not be reached ({e}); the revocation is in the outbox \
                  and reaches PostgreSQL when sessiond serve runs again"
             );
+            if let Err(e) = journal {
+                eprintln!("and it could not be written to the tier journal: {e}");
+            }
         }
         Ok(())
     })
