@@ -47,6 +47,8 @@ pub use id::{IdError, SessionId, Shard, UserId};
 pub use policy::{AtCap, DataLimits, Policy, SessionLimit};
 pub use record::SessionRecord;
 pub use service::{Issued, NewSession, SessionError, Sessions};
-pub use store::{CreateOutcome, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome};
+pub use store::{
+    CreateOutcome, Demoted, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome,
+};
 pub use time::{Clock, SystemClock, Timestamp};
 pub use token::{MalformedToken, SecretHash, Token};

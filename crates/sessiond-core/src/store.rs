@@ -64,6 +64,17 @@ pub enum RotateOutcome {
     NotFound,
 }
 
+/// What [`SessionStore::demote`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demoted {
+    /// Removed from the hot store.
+    Removed,
+    /// Not in the hot store (already gone).
+    Absent,
+    /// Kept: the hot store's record differs from the tier's (or the engine does not demote).
+    Changed,
+}
+
 /// A session whose expired record [`SessionStore::reclaim_expired`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredSession {
@@ -217,6 +228,15 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
         let _ = (record, now);
         Ok(false)
+    }
+
+    /// Removes a session from the hot store because the durable tier holds it and it is
+    /// idle (the demoter, `docs/design.md` §10), only if the stored record is still the one
+    /// the tier holds: same last activity, version and secret hash. A change the tier does not
+    /// have yet keeps the session hot. By default nothing is removed.
+    async fn demote(&self, record: &SessionRecord) -> Result<Demoted, StoreError> {
+        let _ = record;
+        Ok(Demoted::Changed)
     }
 
     /// The oldest entries of the store's outbox (`docs/design.md` §10), at most `max`, in

@@ -551,6 +551,20 @@ pub trait DurableTier: fmt::Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// Up to `max` sessions live at `now` that the hot store holds (as far as the tier knows)
+    /// and that have been idle since before `before`, least recently active first: the
+    /// demoter's candidates.
+    async fn idle(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Records that the hot store no longer holds these sessions (the demoter removed them,
+    /// or they were already gone); a shipped change of one marks it held again.
+    async fn cooled(&self, ids: &[SessionId]) -> Result<(), StoreError>;
+
     /// A page of the audit trail.
     async fn events(&self, query: &EventQuery) -> Result<EventPage, StoreError>;
 

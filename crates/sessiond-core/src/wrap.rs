@@ -54,7 +54,9 @@ use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
-use crate::store::{CreateOutcome, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome};
+use crate::store::{
+    CreateOutcome, Demoted, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome,
+};
 use crate::tier::{OutboxBacklog, OutboxEntry};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
@@ -180,6 +182,10 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
 
     async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
         self.inner().restore(record, now).await
+    }
+
+    async fn demote(&self, record: &SessionRecord) -> Result<Demoted, StoreError> {
+        self.inner().demote(record).await
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -314,6 +320,10 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
 
     async fn restore(&self, record: &SessionRecord, now: Timestamp) -> Result<bool, StoreError> {
         self.0.restore(record, now).await
+    }
+
+    async fn demote(&self, record: &SessionRecord) -> Result<Demoted, StoreError> {
+        self.0.demote(record).await
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -347,6 +347,10 @@ pub struct TierConfig {
     /// answers anyway (it is then shipped when PostgreSQL takes the outbox again).
     #[serde(with = "duration")]
     pub revocation_timeout: Duration,
+    /// Sessions idle longer than this leave the hot store (kept in PostgreSQL); their next use
+    /// brings them back with one PostgreSQL read. `0s` (the default) keeps every session hot.
+    #[serde(with = "duration")]
+    pub demote_after: Duration,
 }
 
 impl Default for TierConfig {
@@ -361,6 +365,7 @@ impl Default for TierConfig {
             audit_refusals: false,
             tls_ca_file: None,
             revocation_timeout: Duration::from_secs(1),
+            demote_after: Duration::ZERO,
         }
     }
 }
@@ -733,6 +738,9 @@ impl Config {
             && !ca.is_file()
         {
             return invalid("tier.tls_ca_file", "is not a readable file");
+        }
+        if !t.demote_after.is_zero() && t.demote_after < Duration::from_secs(1) {
+            return invalid("tier.demote_after", "must be 0s (off) or at least 1s");
         }
         if t.revocation_timeout > self.limits.request_timeout / 2 {
             return invalid(

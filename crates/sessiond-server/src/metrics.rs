@@ -160,6 +160,8 @@ pub struct Metrics {
     pub tier_revocations_late: Counter,
     /// Misses of the hot store answered by the durable tier, by outcome.
     pub tier_read_throughs: Family<ReadThroughLabels, Counter>,
+    /// Idle sessions the demoter removed from the hot store (`tier.demote_after`).
+    pub tier_demoted: Counter,
 }
 
 impl Default for Metrics {
@@ -238,6 +240,12 @@ impl Metrics {
         let tier_refusals_dropped = Counter::default();
         let tier_revocations_late = Counter::default();
         let tier_read_throughs = Family::<ReadThroughLabels, Counter>::default();
+        let tier_demoted = Counter::default();
+        registry.register(
+            "tier_demoted_sessions",
+            "Idle sessions removed from the hot store, kept in the durable tier (tier.demote_after)",
+            tier_demoted.clone(),
+        );
         registry.register(
             "tier_read_throughs",
             "Hot-store misses asked of the durable tier, by outcome (restored: served and written back)",
@@ -282,6 +290,7 @@ impl Metrics {
             tier_refusals_dropped,
             tier_revocations_late,
             tier_read_throughs,
+            tier_demoted,
             http_requests,
             http_duration,
             store_duration,

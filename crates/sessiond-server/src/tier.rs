@@ -1,5 +1,6 @@
 //! The durable tier in the service (`docs/design.md` §10): connecting it at start-up, the
-//! shipper that drains the store's outbox into it, and the retention purge.
+//! shipper that drains the store's outbox into it, the retention purge, and the demoter that
+//! takes idle sessions out of the hot store (`tier.demote_after`).
 //!
 //! The shipper reads the oldest entries of the outbox, hands them to the tier in one batch,
 //! and removes them only once the tier has committed them; killed between the two, it ships
@@ -185,6 +186,7 @@ pub struct Shipper {
     stop: watch::Sender<bool>,
     ship: JoinHandle<()>,
     purge: JoinHandle<()>,
+    demote: Option<JoinHandle<()>>,
 }
 
 impl Shipper {
@@ -198,6 +200,7 @@ impl Shipper {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let (store_for_demoter, metrics_for_demoter) = (store.clone(), metrics.clone());
         let ship = tokio::spawn(ship_loop(
             Loop {
                 store,
@@ -214,8 +217,25 @@ impl Shipper {
             events: config.retention,
             sessions: sessions_kept,
         };
+        let demote = (!config.demote_after.is_zero()).then(|| {
+            tokio::spawn(demote_loop(
+                Demoter {
+                    store: store_for_demoter,
+                    tier: tier.tier.clone(),
+                    after: config.demote_after,
+                    clock: clock.clone(),
+                    metrics: metrics_for_demoter,
+                },
+                stopped.clone(),
+            ))
+        });
         let purge = tokio::spawn(purge_loop(tier.tier.clone(), retention, clock, stopped));
-        Shipper { stop, ship, purge }
+        Shipper {
+            stop,
+            ship,
+            purge,
+            demote,
+        }
     }
 
     /// Stops both loops, after one last attempt to ship what waits (bounded in time), so a
@@ -226,6 +246,9 @@ impl Shipper {
             tracing::warn!("the outbox was not drained at shutdown; it ships at the next start");
         }
         self.purge.abort();
+        if let Some(demote) = self.demote {
+            demote.abort();
+        }
     }
 }
 
@@ -328,6 +351,67 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
             () = tokio::time::sleep(wait) => {}
             () = l.tier.flush.wake.notified(), if failures == 0 => {}
             _ = stopped.changed() => {}
+        }
+    }
+}
+
+/// Most sessions one demoter round asks the tier for.
+const DEMOTE_BATCH: usize = 1_000;
+
+/// What the demoter works with.
+struct Demoter {
+    store: Arc<dyn SessionStore>,
+    tier: Arc<dyn DurableTier>,
+    after: Duration,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Demoter {
+    /// One round: asks the tier for sessions idle longer than `after` that the hot store
+    /// holds, removes each from the hot store if it is still the state the tier has, and tells
+    /// the tier which are cold now. Returns whether a full batch went cold (more may wait).
+    async fn round(&self) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let idle_ms = u64::try_from(self.after.as_millis()).unwrap_or(u64::MAX);
+        let before = sessiond_core::Timestamp::from_millis(now.as_millis().saturating_sub(idle_ms));
+        let idle = self.tier.idle(before, now, DEMOTE_BATCH).await?;
+        let mut cold = Vec::with_capacity(idle.len());
+        for record in &idle {
+            match self.store.demote(record).await? {
+                sessiond_core::Demoted::Removed => {
+                    self.metrics.tier_demoted.inc();
+                    cold.push(record.id.clone());
+                }
+                sessiond_core::Demoted::Absent => cold.push(record.id.clone()),
+                // Changed since the tier's copy: it ships, and is idle again later or not.
+                sessiond_core::Demoted::Changed => {}
+            }
+        }
+        if !cold.is_empty() {
+            self.tier.cooled(&cold).await?;
+        }
+        Ok(idle.len() == DEMOTE_BATCH && !cold.is_empty())
+    }
+}
+
+/// Demotes idle sessions every quarter of `tier.demote_after` (between 1 s and 1 min).
+async fn demote_loop(d: Demoter, mut stopped: watch::Receiver<bool>) {
+    let every = (d.after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        loop {
+            match d.round().await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the demoter could not run; sessions stay hot");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
         }
     }
 }

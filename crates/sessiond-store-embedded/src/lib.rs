@@ -42,8 +42,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sessiond_core::tier::{OutboxBacklog, OutboxEntry, Position};
 use sessiond_core::{
-    CreateOutcome, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
-    SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
+    CreateOutcome, Demoted, ExpiredSession, Origin, RotateOutcome, SecretHash, SessionId,
+    SessionLimit, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 use crate::background::BackgroundTasks;
@@ -322,6 +322,14 @@ impl SessionStore for EmbeddedStore {
         }
         let record = record.clone();
         self.blocking(move |s| ops::restore(s, record, now)).await
+    }
+
+    async fn demote(&self, record: &SessionRecord) -> Result<Demoted, StoreError> {
+        if !self.shared.outbox.enabled() {
+            return Ok(Demoted::Changed);
+        }
+        let record = record.clone();
+        self.blocking(move |s| ops::demote(s, &record)).await
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

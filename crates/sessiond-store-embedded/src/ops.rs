@@ -8,7 +8,7 @@ use redb::{
 use serde_json::{Map, Value};
 use sessiond_core::tier::{AuditKind, DurableChange, OutboxBacklog, OutboxEntry, Position};
 use sessiond_core::{
-    Actor, AtCap, CreateOutcome, ExpiredSession, RotateOutcome, SecretHash, SessionId,
+    Actor, AtCap, CreateOutcome, Demoted, ExpiredSession, RotateOutcome, SecretHash, SessionId,
     SessionLimit, SessionRecord, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 use std::sync::atomic::Ordering;
@@ -492,6 +492,24 @@ fn delete_in(
         }
         None => Ok((None, false)),
     }
+}
+
+/// Removes an idle record the durable tier holds, if it is still the one the tier holds.
+pub(crate) fn demote(shared: &Shared, record: &SessionRecord) -> Result<Demoted, StoreError> {
+    write(shared, Durability::None, |t| {
+        match t.get(record.id.as_str())? {
+            None => Ok((Demoted::Absent, false)),
+            Some(r)
+                if r.last_activity == record.last_activity
+                    && r.version == record.version
+                    && r.secret_hash.ct_matches(&record.secret_hash) =>
+            {
+                t.remove(&r)?;
+                Ok((Demoted::Removed, true))
+            }
+            Some(_) => Ok((Demoted::Changed, false)),
+        }
+    })
 }
 
 /// Writes back a record read from the durable tier, unless one is here or a revocation of the

@@ -55,8 +55,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 use sessiond_core::tier::{AuditKind, OutboxBacklog, OutboxEntry};
 use sessiond_core::{
-    Actor, AtCap, CreateOutcome, Origin, RotateOutcome, SecretHash, SessionId, SessionLimit,
-    SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
+    Actor, AtCap, CreateOutcome, Demoted, Origin, RotateOutcome, SecretHash, SessionId,
+    SessionLimit, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
 pub use connection::{ConnectError, TlsRoots, Topology};
@@ -576,6 +576,33 @@ impl SessionStore for RedisStore {
             })
             .await?;
         Ok(restored == 1)
+    }
+
+    async fn demote(&self, record: &SessionRecord) -> Result<Demoted, StoreError> {
+        if self.outbox.is_none() {
+            return Ok(Demoted::Changed);
+        }
+        let value = encode(record)?;
+        let header = value
+            .get(..codec::HEADER_LEN)
+            .ok_or_else(|| StoreError::internal("a record shorter than its header"))?;
+        let id = &record.id;
+        let reply: i64 = self
+            .call_reaching(Reach::Visible, |mut c| async move {
+                scripts::DEMOTE
+                    .key(self.keys.record(id))
+                    .arg(header)
+                    .arg(self.keys.index_prefix(id.shard().as_str()))
+                    .arg(member(id))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match reply {
+            1 => Demoted::Removed,
+            0 => Demoted::Absent,
+            _ => Demoted::Changed,
+        })
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

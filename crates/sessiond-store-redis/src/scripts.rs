@@ -327,6 +327,24 @@ return 1
     )
 });
 
+/// Removes an idle session the durable tier holds (the demoter). KEYS: record. ARGV: the
+/// header (57 bytes) of the record the tier holds, index key prefix of this shard, index
+/// member. Returns 1 removed, 0 absent, 2 kept (the stored header differs: a change the tier
+/// does not have yet).
+pub(crate) static DEMOTE: LazyLock<Script> = LazyLock::new(|| {
+    freeing_script(
+        r"
+local r = redis.call('GET', KEYS[1])
+if not r then return 0 end
+if string.sub(r, 1, 57) ~= ARGV[1] then return 2 end
+local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[2] .. string.sub(r, 66, 65 + ulen), ARGV[3])
+return 1
+",
+    )
+});
+
 /// Records revoke-everyone once its walk is done. KEYS: the outbox of the first shard. ARGV:
 /// the event (JSON), the id of the marker entry written before the walk (or empty). The
 /// marker (every session created by then ended, no event) is what a walk cut short leaves;

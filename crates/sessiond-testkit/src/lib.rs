@@ -138,6 +138,12 @@ macro_rules! outbox_conformance_tests {
             let store = ($factory)(1_000_000).await;
             $crate::outbox::restore_writes_back_unless_a_revocation_left_a_tombstone(store).await;
         }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn demote_removes_only_the_state_the_tier_holds() {
+            let store = ($factory)(1_000_000).await;
+            $crate::outbox::demote_removes_only_the_state_the_tier_holds(store).await;
+        }
     };
 }
 

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use serde_json::json;
 use sessiond_core::tier::{AuditKind, DurableChange, OutboxEntry};
 use sessiond_core::{
-    Actor, AtCap, Client, CreateOutcome, KeyId, Origin, RotateOutcome, SessionLimit, SessionStore,
-    UpdateOutcome,
+    Actor, AtCap, Client, CreateOutcome, Demoted, KeyId, Origin, RotateOutcome, SessionLimit,
+    SessionStore, UpdateOutcome,
 };
 
 use crate::conformance::{NO_LIMIT, at, fresh_hash, fresh_user, object, record};
@@ -430,4 +430,68 @@ pub async fn restore_writes_back_unless_a_revocation_left_a_tombstone(
         !store.restore(&expired, at(2)).await.expect("restore"),
         "never an expired session"
     );
+}
+
+/// The demoter's removal: only the state the durable tier holds leaves the hot store, index
+/// entry included; a touch, patch or rotation the tier does not have yet keeps it.
+pub async fn demote_removes_only_the_state_the_tier_holds(store: Arc<dyn SessionStore>) {
+    let user = fresh_user("demote");
+    let idle = record(&user, at(0));
+    let active = record(&user, at(0));
+    let patched = record(&user, at(0));
+    let rotated = record(&user, at(0));
+    for r in [&idle, &active, &patched, &rotated] {
+        let _ = store
+            .create(r, None, NO_LIMIT, at(0), backend())
+            .await
+            .expect("create");
+    }
+    assert_eq!(store.demote(&idle).await.expect("demote"), Demoted::Removed);
+    assert_eq!(store.load(&idle.id, at(1)).await.expect("load"), None);
+    assert_eq!(
+        store.demote(&idle).await.expect("demote"),
+        Demoted::Absent,
+        "already gone"
+    );
+
+    assert!(
+        store
+            .touch(&active.id, at(10_000), holder())
+            .await
+            .expect("touch")
+    );
+    let _ = store
+        .update_data(&patched.id, 1, &object(json!({"x": 1})), at(1), holder())
+        .await
+        .expect("patch");
+    let _ = store
+        .rotate(
+            &rotated.id,
+            &rotated.secret_hash,
+            &fresh_hash(),
+            at(1),
+            holder(),
+        )
+        .await
+        .expect("rotate");
+    for r in [&active, &patched, &rotated] {
+        assert_eq!(
+            store.demote(r).await.expect("demote"),
+            Demoted::Changed,
+            "a change the tier does not have keeps it hot"
+        );
+        assert!(store.load(&r.id, at(10_001)).await.expect("load").is_some());
+    }
+    let listed: Vec<_> = store
+        .list_user(&user, at(10_001))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        !listed.contains(&idle.id),
+        "and its index entry went with it"
+    );
+    assert_eq!(listed.len(), 3);
 }

@@ -399,8 +399,65 @@ fn read_session(row: &Row) -> Result<DurableSession, TierError> {
     })
 }
 
+impl PgTier {
+    async fn idle_sessions(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionRecord>, TierError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessiond_sessions \
+                 WHERE state = 'live' AND hot AND last_activity < $1 AND expires_at > $2 \
+                 ORDER BY last_activity LIMIT $3"
+            ))
+            .await?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &statement,
+                &[&to_sql_time(before), &to_sql_time(now), &limit],
+            )
+            .await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let DurableSession::Live { record, .. } = read_session(row)? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn mark_cold(&self, ids: &[SessionId]) -> Result<(), TierError> {
+        let client = self.pool.get().await?;
+        let ids: Vec<&str> = ids.iter().map(SessionId::as_str).collect();
+        client
+            .execute(
+                "UPDATE sessiond_sessions SET hot = false WHERE session_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl DurableTier for PgTier {
+    async fn idle(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.idle_sessions(before, now, max).await?)
+    }
+
+    async fn cooled(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+        Ok(self.mark_cold(ids).await?)
+    }
+
     async fn ship(&self, batch: &[OutboxEntry]) -> Result<(), StoreError> {
         Ok(self.ship_batch(batch).await?)
     }

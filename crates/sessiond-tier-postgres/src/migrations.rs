@@ -79,6 +79,14 @@ const MIGRATIONS: &[&str] = &[
     COMMENT ON TABLE sessiond_watermarks IS
         'sessiond: every session created at or before ''everyone_ended'' has ended';
     ",
+    // 2: cold sessions: which live rows the hot store still holds, and the demoter's index.
+    r"
+    ALTER TABLE sessiond_sessions ADD COLUMN hot boolean NOT NULL DEFAULT true;
+    COMMENT ON COLUMN sessiond_sessions.hot IS
+        'false once the demoter removed the session from the hot store; a shipped change sets it again';
+    CREATE INDEX sessiond_sessions_idle ON sessiond_sessions (last_activity)
+        WHERE state = 'live' AND hot;
+    ",
 ];
 
 /// The newest schema version this build knows.

@@ -56,7 +56,7 @@ ON CONFLICT (session_id) DO UPDATE SET
     last_activity = EXCLUDED.last_activity, idle_timeout_ms = EXCLUDED.idle_timeout_ms,
     absolute_expires_at = EXCLUDED.absolute_expires_at, expires_at = EXCLUDED.expires_at,
     version = EXCLUDED.version, user_data = EXCLUDED.user_data, metadata = EXCLUDED.metadata,
-    ended_at = EXCLUDED.ended_at
+    ended_at = EXCLUDED.ended_at, hot = true
 WHERE s.state = 'live' AND s.position < EXCLUDED.position";
 
 const UPSERT_ENDED: &str = "\

@@ -1122,3 +1122,110 @@ async fn on_redis_revoked_tokens_stay_dead_through_postgres_down_a_flush_and_a_r
         kept.len()
     );
 }
+
+/// Redis's `used_memory`.
+fn used_memory(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
+    const SESSIONS: usize = 5_000;
+    let redis = RedisServer::start();
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        &dir.path().join("data"),
+        &pg,
+        &[
+            ("SESSIOND_REDIS_URL", &redis.url()),
+            ("SESSIOND_TIER__DEMOTE_AFTER", "1s"),
+        ],
+    );
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let empty = used_memory(&redis);
+    // 5,000 sessions of 500 users (10 each), made 16 at a time.
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut made = Vec::new();
+                for i in (t..SESSIONS).step_by(16) {
+                    made.push((
+                        i,
+                        create(&client, &base, &format!("cold-{}", i % 500)).await.1,
+                    ));
+                }
+                made
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for t in tasks {
+        made.extend(t.await.unwrap());
+    }
+    made.sort();
+    let tokens: Vec<String> = made.into_iter().map(|(_, t)| t).collect();
+    drained(&client, &base).await;
+    let hot = used_memory(&redis);
+    // Idle for longer than tier.demote_after: they leave Redis.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records_in_redis(&redis) > 0 {
+        assert!(Instant::now() < deadline, "idle sessions still in Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cold = used_memory(&redis);
+    let per_session = |bytes: u64| bytes as f64 / SESSIONS as f64;
+    eprintln!(
+        "Redis bytes per session: {:.0} hot, {:.0} once demoted",
+        per_session(hot.saturating_sub(empty)),
+        per_session(cold.saturating_sub(empty))
+    );
+    // What stays is the shards' emptied outbox streams, not the sessions.
+    assert!(
+        per_session(cold.saturating_sub(empty)) < per_session(hot.saturating_sub(empty)) / 2.0,
+        "demoted sessions free their records and index entries: {hot} → {cold} bytes"
+    );
+    assert_eq!(
+        metric(&client, &base, "sessiond_tier_demoted_sessions_total").await,
+        SESSIONS as u64
+    );
+    // Cold, they are still the user's: listed, and ended by a revoke-all.
+    let listed: Value = client
+        .get(format!("{base}/v1/users/cold-7/sessions"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(10));
+    let r = client
+        .delete(format!("{base}/v1/users/cold-7/sessions"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (of_revoked, others): (Vec<_>, Vec<_>) =
+        tokens.iter().enumerate().partition(|(i, _)| i % 500 == 7);
+    let of_revoked: Vec<String> = of_revoked.into_iter().map(|(_, t)| t.clone()).collect();
+    let others: Vec<String> = others.into_iter().map(|(_, t)| t.clone()).collect();
+    let seen = tally(&base, &of_revoked).await;
+    assert_eq!(
+        seen.get(&401),
+        Some(&10),
+        "revoke-all ended the cold ones: {seen:?}"
+    );
+    // Used again, each comes back, paying one PostgreSQL read once.
+    let seen = tally(&base, &others).await;
+    assert_eq!(seen.get(&200), Some(&others.len()), "{seen:?}");
+    assert_eq!(records_in_redis(&redis), others.len(), "back in Redis");
+}
