@@ -1229,3 +1229,99 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
     assert_eq!(seen.get(&200), Some(&others.len()), "{seen:?}");
     assert_eq!(records_in_redis(&redis), others.len(), "back in Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_ended_tokens_stay_dead_through_demotion_and_promotion() {
+    let redis = RedisServer::start();
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        &dir.path().join("data"),
+        &pg,
+        &[
+            ("SESSIOND_REDIS_URL", &redis.url()),
+            ("SESSIOND_TIER__DEMOTE_AFTER", "1s"),
+        ],
+    );
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for i in 0..300 {
+        sessions.push(create(&client, &base, &format!("cycle-{}", i % 30)).await);
+    }
+    let all_cold = || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while records_in_redis(&redis) > 0 {
+            assert!(Instant::now() < deadline, "sessions still in Redis");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    all_cold().await;
+
+    // Ended while cold: each is brought back by its own request, then ended.
+    let mut dead = Vec::new();
+    let mut renewed = Vec::new();
+    for (i, (id, token)) in sessions.iter().take(100).enumerate() {
+        let status = match i % 3 {
+            0 => client
+                .delete(format!("{base}/v1/session"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            1 => client
+                .delete(format!("{base}/v1/sessions/{id}"))
+                .header("x-api-key", KEY)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            _ => {
+                let r = client
+                    .post(format!("{base}/v1/session/rotate"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                renewed.push(body["token"].as_str().unwrap().to_owned());
+                status
+            }
+        };
+        assert!(status.is_success(), "ending a cold session: {status}");
+        dead.push(token.clone());
+    }
+    let untouched: Vec<String> = sessions.iter().skip(100).map(|(_, t)| t.clone()).collect();
+    // The rotated ones are hot again, then idle: demoted once more.
+    all_cold().await;
+    let seen = tally(&base, &dead).await;
+    assert_eq!(
+        seen.get(&401),
+        Some(&dead.len()),
+        "after a demotion: {seen:?}"
+    );
+    // Promoted by use, the live ones come back; the ended ones never do.
+    let seen = tally(&base, &renewed).await;
+    assert_eq!(
+        seen.get(&200),
+        Some(&renewed.len()),
+        "rotated tokens: {seen:?}"
+    );
+    let seen = tally(&base, &untouched).await;
+    assert_eq!(
+        seen.get(&200),
+        Some(&untouched.len()),
+        "untouched: {seen:?}"
+    );
+    let seen = tally(&base, &dead).await;
+    assert_eq!(
+        seen.get(&401),
+        Some(&dead.len()),
+        "after the promotions: {seen:?}"
+    );
+    redis.cli(&["FLUSHALL"]);
+    let seen = tally(&base, &dead).await;
+    assert_eq!(seen.get(&401), Some(&dead.len()), "after a flush: {seen:?}");
+}
