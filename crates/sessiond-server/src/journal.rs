@@ -63,6 +63,16 @@ impl Ended<'_> {
     }
 }
 
+/// `entries` as the file holds them: one JSON line each.
+fn lines(entries: &[OutboxEntry]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in entries {
+        serde_json::to_writer(&mut out, e).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
 /// The journal: its file, and what it holds.
 #[derive(Debug)]
 pub struct Journal {
@@ -116,11 +126,7 @@ impl Journal {
 
     /// Replaces the file's content by `entries`, atomically (a new file renamed over it).
     fn rewrite(&self, entries: &[OutboxEntry]) -> std::io::Result<()> {
-        let mut lines = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut lines, e).map_err(std::io::Error::other)?;
-            lines.push(b'\n');
-        }
+        let lines = lines(entries)?;
         let tmp = self.path.with_extension("jsonl.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(&lines)?;
@@ -159,11 +165,7 @@ impl Journal {
                 change,
             })
             .collect();
-        let mut lines = Vec::new();
-        for e in &entries {
-            serde_json::to_writer(&mut lines, e).map_err(std::io::Error::other)?;
-            lines.push(b'\n');
-        }
+        let lines = lines(&entries)?;
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)

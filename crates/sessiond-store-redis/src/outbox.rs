@@ -42,7 +42,7 @@ use crate::RedisStore;
 use crate::codec::decode;
 use crate::connection::{Connection, store_error};
 use crate::keys::id_from_member;
-use crate::routing::Backend;
+use crate::routing::{Backend, timed};
 
 /// How often every shard's stream is read, for entries no process has marked.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -160,32 +160,6 @@ impl Outbox {
             s.sweeping = Some(next + n);
         }
     }
-}
-
-/// The event a script records, as the JSON it stores (empty when there is no outbox: the
-/// scripts then record nothing, and the hot path builds nothing).
-pub(crate) fn event_json(
-    outbox: Option<&Outbox>,
-    origin: Origin<'_>,
-    kind: AuditKind,
-    at: Timestamp,
-    session: Option<&SessionId>,
-    user: Option<&UserId>,
-) -> Result<String, StoreError> {
-    if outbox.is_none() {
-        return Ok(String::new());
-    }
-    let event = AuditEvent {
-        id: EventId::generate().map_err(StoreError::internal)?,
-        at,
-        kind,
-        session_id: session.cloned(),
-        user_id: user.cloned(),
-        actor: origin.actor,
-        client_addr: origin.client.address,
-        user_agent: origin.client.user_agent.map(str::to_owned),
-    };
-    serde_json::to_string(&event).map_err(StoreError::internal)
 }
 
 /// The stream an entry was read from (and is removed from).
@@ -380,15 +354,7 @@ impl RedisStore {
         for (i, pipe) in pipes.into_iter().enumerate() {
             let (mut conn, timeout) = (conn.clone(), self.timeout);
             tasks.spawn(async move {
-                let reply =
-                    tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut conn))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(redis::RedisError::from(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "Redis did not answer in time",
-                            )))
-                        });
+                let reply = timed(timeout, pipe.query_async::<Vec<Value>>(&mut conn)).await;
                 (i, reply)
             });
         }
@@ -625,7 +591,8 @@ impl RedisStore {
         self.outbox.as_ref().map_or(0, |o| o.bound)
     }
 
-    /// The event JSON for a script (empty without an outbox).
+    /// The event a script records, as the JSON it stores (empty when there is no outbox: the
+    /// scripts then record nothing, and the hot path builds nothing).
     pub(crate) fn event(
         &self,
         origin: Origin<'_>,
@@ -634,7 +601,20 @@ impl RedisStore {
         session: Option<&SessionId>,
         user: Option<&UserId>,
     ) -> Result<String, StoreError> {
-        event_json(self.outbox.as_ref(), origin, kind, at, session, user)
+        if self.outbox.is_none() {
+            return Ok(String::new());
+        }
+        let event = AuditEvent {
+            id: EventId::generate().map_err(StoreError::internal)?,
+            at,
+            kind,
+            session_id: session.cloned(),
+            user_id: user.cloned(),
+            actor: origin.actor,
+            client_addr: origin.client.address,
+            user_agent: origin.client.user_agent.map(str::to_owned),
+        };
+        serde_json::to_string(&event).map_err(StoreError::internal)
     }
 }
 

@@ -16,6 +16,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Value};
 
 use crate::connection::Connection;
+use crate::routing::timed;
 
 /// Keys asked for per `SCAN` step (Redis may return more or fewer).
 const STEP: usize = 1000;
@@ -27,15 +28,6 @@ pub(crate) enum Node {
     Own,
     /// A cluster primary.
     Address(String, u16),
-}
-
-async fn timed<T>(timeout: Duration, f: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
-        Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "Redis did not answer in time",
-        )))
-    })
 }
 
 /// `text` as a literal in a `SCAN MATCH` pattern (a key prefix may hold glob characters).

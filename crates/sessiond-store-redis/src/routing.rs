@@ -14,6 +14,19 @@ use crate::codec::decode_with;
 use crate::connection::{Connection, store_error};
 use crate::replication::Replicated;
 
+/// `f`, failed as timed out past `timeout` (so a hung node fails like an unreachable one).
+pub(crate) async fn timed<T>(
+    timeout: Duration,
+    f: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "Redis did not answer in time",
+        )))
+    })
+}
+
 /// Pause between read attempts when every node failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -81,13 +94,7 @@ impl RedisStore {
         &self,
         f: impl Future<Output = redis::RedisResult<T>>,
     ) -> redis::RedisResult<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r,
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "Redis did not answer in time",
-            ))),
-        }
+        timed(self.timeout, f).await
     }
 
     /// The record of `id` if it is live at `now`, with `userData` decoded or left empty.

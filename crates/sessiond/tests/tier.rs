@@ -1000,49 +1000,30 @@ async fn on_redis_revoked_tokens_stay_dead_through_postgres_down_a_flush_and_a_r
             req.send().await.unwrap().status().as_u16()
         }
     };
+    // Logouts and rotations by token, revocations by id, 25 at a time.
+    let calls: Vec<(String, Option<String>, reqwest::Method)> = to_logout
+        .iter()
+        .map(|t| {
+            let url = format!("{base}/v1/session");
+            (url, Some(t.clone()), reqwest::Method::DELETE)
+        })
+        .chain(to_revoke.iter().map(|(id, _)| {
+            let url = format!("{base}/v1/sessions/{id}");
+            (url, None, reqwest::Method::DELETE)
+        }))
+        .chain(to_rotate.iter().map(|t| {
+            let url = format!("{base}/v1/session/rotate");
+            (url, Some(t.clone()), reqwest::Method::POST)
+        }))
+        .collect();
     let mut answers = Vec::new();
-    for chunk in to_logout.chunks(25) {
-        let calls: Vec<_> = chunk
+    for chunk in calls.chunks(25) {
+        let running: Vec<_> = chunk
             .iter()
-            .map(|t| {
-                tokio::spawn(ended(
-                    format!("{base}/v1/session"),
-                    Some(t.clone()),
-                    reqwest::Method::DELETE,
-                ))
-            })
+            .cloned()
+            .map(|(url, bearer, method)| tokio::spawn(ended(url, bearer, method)))
             .collect();
-        for c in calls {
-            answers.push(c.await.unwrap());
-        }
-    }
-    for chunk in to_revoke.chunks(25) {
-        let calls: Vec<_> = chunk
-            .iter()
-            .map(|(id, _)| {
-                tokio::spawn(ended(
-                    format!("{base}/v1/sessions/{id}"),
-                    None,
-                    reqwest::Method::DELETE,
-                ))
-            })
-            .collect();
-        for c in calls {
-            answers.push(c.await.unwrap());
-        }
-    }
-    for chunk in to_rotate.chunks(25) {
-        let calls: Vec<_> = chunk
-            .iter()
-            .map(|t| {
-                tokio::spawn(ended(
-                    format!("{base}/v1/session/rotate"),
-                    Some(t.clone()),
-                    reqwest::Method::POST,
-                ))
-            })
-            .collect();
-        for c in calls {
+        for c in running {
             answers.push(c.await.unwrap());
         }
     }
