@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::Shared;
 use crate::outbox::{self, Cause};
-use crate::tables::{BY_USER, EXPIRY, META, OUTBOX, OUTBOX_LAST, SESSIONS, decode, encode};
+use crate::tables::{BY_USER, COLD, EXPIRY, META, OUTBOX, OUTBOX_LAST, SESSIONS, decode, encode};
 
 /// Most expired sessions reclaimed in one sweep transaction, so a sweep never holds the write
 /// lock long enough to delay API writes noticeably.
@@ -31,6 +31,7 @@ pub(crate) struct Tables<'txn> {
     sessions: Table<'txn, &'static str, &'static [u8]>,
     by_user: MultimapTable<'txn, &'static str, &'static str>,
     expiry: Table<'txn, (u64, &'static str), ()>,
+    cold: Table<'txn, &'static str, (u64, u64, &'static str)>,
     outbox: outbox::Writer<'txn>,
     tombstones: &'txn Mutex<crate::tombstones::Tombstones>,
 }
@@ -41,6 +42,7 @@ impl<'txn> Tables<'txn> {
             sessions: txn.open_table(SESSIONS).map_err(db_err)?,
             by_user: txn.open_multimap_table(BY_USER).map_err(db_err)?,
             expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+            cold: txn.open_table(COLD).map_err(db_err)?,
             outbox: outbox::Writer {
                 table: txn.open_table(OUTBOX).map_err(db_err)?,
                 state: &shared.outbox,
@@ -109,12 +111,100 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// A cold session's expiry and last activity (ms), if the demoter left it cold.
+    fn cold(&self, id: &str) -> Result<Option<Cold>, StoreError> {
+        Ok(self.cold.get(id).map_err(db_err)?.map(|v| {
+            let (expires, last_activity, user) = v.value();
+            Cold {
+                expires,
+                last_activity,
+                user: user.to_owned(),
+            }
+        }))
+    }
+
+    /// Takes a record out and leaves the session cold: its index and expiry entries stay.
+    fn make_cold(&mut self, record: &SessionRecord) -> Result<(), StoreError> {
+        let id = record.id.as_str();
+        self.sessions.remove(id).map_err(db_err)?;
+        let value = (
+            record.expires_at().as_millis(),
+            record.last_activity.as_millis(),
+            record.user_id.as_str(),
+        );
+        self.cold.insert(id, value).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forgets a cold session: its cold, index and expiry entries.
+    fn remove_cold(&mut self, id: &str, cold: &Cold) -> Result<(), StoreError> {
+        self.cold.remove(id).map_err(db_err)?;
+        self.by_user
+            .remove(cold.user.as_str(), id)
+            .map_err(db_err)?;
+        self.expiry.remove((cold.expires, id)).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes a session a create ends, hot or cold.
+    fn end(&mut self, ending: &Ending) -> Result<(), StoreError> {
+        match ending {
+            Ending::Hot(r) => self.remove(r),
+            Ending::Cold(id, c) => self.remove_cold(id.as_str(), c),
+        }
+    }
+
     fn user_session_ids(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for entry in self.by_user.get(user).map_err(db_err)? {
             ids.push(entry.map_err(db_err)?.value().to_owned());
         }
         Ok(ids)
+    }
+}
+
+/// A live session a create ends (evicts or replaces): a record, or a cold session.
+enum Ending {
+    Hot(SessionRecord),
+    Cold(SessionId, Cold),
+}
+
+impl Ending {
+    fn id(&self) -> &SessionId {
+        match self {
+            Ending::Hot(r) => &r.id,
+            Ending::Cold(id, _) => id,
+        }
+    }
+
+    /// Eviction order: least recently active first (ties by creation for hot sessions, by
+    /// id for all).
+    fn age_key(&self) -> (u64, u64, &str) {
+        match self {
+            Ending::Hot(r) => (
+                r.last_activity.as_millis(),
+                r.created_at.as_millis(),
+                r.id.as_str(),
+            ),
+            Ending::Cold(id, c) => (c.last_activity, 0, id.as_str()),
+        }
+    }
+}
+
+/// What the store keeps of a cold session.
+#[derive(Debug, Clone)]
+struct Cold {
+    /// Expiry, ms.
+    expires: u64,
+    /// Last activity, ms.
+    last_activity: u64,
+    /// Whose it is.
+    user: String,
+}
+
+impl Cold {
+    fn is_live(&self, now: Timestamp) -> bool {
+        now.as_millis() < self.expires
     }
 }
 
@@ -299,30 +389,45 @@ pub(crate) fn create(
             return Ok((CreateOutcome::IdTaken, false));
         }
         t.outbox.check_room()?;
-        // The session this login replaces, if it is live and the same user's: it leaves in
-        // this transaction, and does not count against the cap.
+        let user = record.user_id.as_str();
+        // The session this login replaces, if it is live and the same user's (hot, or cold
+        // in the user's index): it leaves in this transaction, and does not count against
+        // the cap.
         let replaced = match &replaces {
-            Some(old) if *old != record.id => t
-                .get(old.as_str())?
-                .filter(|r| r.is_live(now) && r.user_id == record.user_id),
+            Some(old) if *old != record.id => match t.get(old.as_str())? {
+                Some(r) => {
+                    (r.is_live(now) && r.user_id == record.user_id).then_some(Ending::Hot(r))
+                }
+                None => t
+                    .cold(old.as_str())?
+                    .filter(|c| c.is_live(now) && c.user == user)
+                    .map(|c| Ending::Cold(old.clone(), c)),
+            },
             _ => None,
         };
         let mut evicted = Vec::new();
         if let Some(max) = limit.max_per_user {
-            // Prune the user's index of dead entries while counting the live ones.
+            // Prune the user's index of dead entries while counting the live ones, hot and
+            // cold alike.
             let mut live = Vec::new();
-            for id in t.user_session_ids(record.user_id.as_str())? {
-                if replaced.as_ref().is_some_and(|r| r.id.as_str() == id) {
+            for id in t.user_session_ids(user)? {
+                if replaced.as_ref().is_some_and(|r| r.id().as_str() == id) {
                     continue;
                 }
                 match t.get(&id)? {
-                    Some(r) if r.is_live(now) => live.push(r),
+                    Some(r) if r.is_live(now) => live.push(Ending::Hot(r)),
                     Some(r) => t.remove(&r)?,
-                    None => {
-                        t.by_user
-                            .remove(record.user_id.as_str(), id.as_str())
-                            .map_err(db_err)?;
-                    }
+                    None => match t.cold(&id)? {
+                        Some(c) if c.is_live(now) => {
+                            let id = SessionId::parse(&id)
+                                .map_err(|_| StoreError::Corrupt("a malformed cold id".into()))?;
+                            live.push(Ending::Cold(id, c));
+                        }
+                        Some(c) => t.remove_cold(&id, &c)?,
+                        None => {
+                            t.by_user.remove(user, id.as_str()).map_err(db_err)?;
+                        }
+                    },
                 }
             }
             let max = usize::try_from(max).unwrap_or(usize::MAX);
@@ -330,15 +435,15 @@ pub(crate) fn create(
                 if limit.at_cap == AtCap::Reject {
                     return Ok((CreateOutcome::AtCapacity, false));
                 }
-                live.sort_by_key(|r| (r.last_activity, r.created_at));
+                live.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
                 for old in live.iter().take(live.len() + 1 - max.max(1)) {
-                    t.remove(old)?;
-                    evicted.push(old.id.clone());
+                    t.end(old)?;
+                    evicted.push(old.id().clone());
                 }
             }
         }
         if let Some(old) = &replaced {
-            t.remove(old)?;
+            t.end(old)?;
         }
         t.put(record, None)?;
         let user = Some(&record.user_id);
@@ -352,7 +457,7 @@ pub(crate) fn create(
             .chain(
                 replaced
                     .iter()
-                    .map(|old| (&old.id, AuditKind::Replaced { by: by.clone() })),
+                    .map(|old| (old.id(), AuditKind::Replaced { by: by.clone() })),
             );
         for (old, kind) in ended {
             t.tombstones(|tombs| tombs.session_ended(old, now));
@@ -472,29 +577,39 @@ fn delete_in(
     now: Timestamp,
     cause: &Cause,
 ) -> Result<(Option<UserId>, bool), StoreError> {
-    match t.get(id.as_str())? {
+    // A cold session ends as a hot one does (its user is in its cold entry).
+    let (user, live) = match t.get(id.as_str())? {
         Some(r) => {
             t.remove(&r)?;
-            let live = r.is_live(now);
-            // The holder's own end is a logout; anyone else's a revocation. A record that had
-            // already expired ends without an event (nobody ended a live session).
-            let kind = if cause.actor() == Actor::Holder {
-                AuditKind::LoggedOut
-            } else {
-                AuditKind::Revoked
-            };
-            let event = live
-                .then(|| cause.event(kind, now, Some(&r.id), Some(&r.user_id)))
-                .transpose()?;
-            t.outbox
-                .record(now, event, DurableChange::Ended(r.id.clone()))?;
-            Ok((live.then_some(r.user_id), true))
+            (r.user_id.clone(), r.is_live(now))
         }
-        None => Ok((None, false)),
-    }
+        None => match t.cold(id.as_str())? {
+            Some(c) => {
+                t.remove_cold(id.as_str(), &c)?;
+                let user = UserId::parse(&c.user)
+                    .map_err(|_| StoreError::Corrupt("a cold session's user id".into()))?;
+                (user, c.is_live(now))
+            }
+            None => return Ok((None, false)),
+        },
+    };
+    // The holder's own end is a logout; anyone else's a revocation. A session that had
+    // already expired ends without an event (nobody ended a live session).
+    let kind = if cause.actor() == Actor::Holder {
+        AuditKind::LoggedOut
+    } else {
+        AuditKind::Revoked
+    };
+    let event = live
+        .then(|| cause.event(kind, now, Some(id), Some(&user)))
+        .transpose()?;
+    t.outbox
+        .record(now, event, DurableChange::Ended(id.clone()))?;
+    Ok((live.then_some(user), true))
 }
 
-/// Removes an idle record the durable tier holds, if it is still the one the tier holds.
+/// Removes an idle record the durable tier holds, if it is still the one the tier holds,
+/// leaving the session cold (`tables`).
 pub(crate) fn demote(shared: &Shared, record: &SessionRecord) -> Result<Demoted, StoreError> {
     write(shared, Durability::None, |t| {
         match t.get(record.id.as_str())? {
@@ -504,7 +619,7 @@ pub(crate) fn demote(shared: &Shared, record: &SessionRecord) -> Result<Demoted,
                     && r.version == record.version
                     && r.secret_hash.ct_matches(&record.secret_hash) =>
             {
-                t.remove(&r)?;
+                t.make_cold(&r)?;
                 Ok((Demoted::Removed, true))
             }
             Some(_) => Ok((Demoted::Changed, false)),
@@ -529,6 +644,13 @@ pub(crate) fn restore(
         });
         if ended {
             return Ok((false, false));
+        }
+        if let Some(c) = t.cold(record.id.as_str())? {
+            // Back from cold: the record's own expiry entry replaces the cold one.
+            t.cold.remove(record.id.as_str()).map_err(db_err)?;
+            t.expiry
+                .remove((c.expires, record.id.as_str()))
+                .map_err(db_err)?;
         }
         t.put(&record, None)?;
         Ok((true, true))
@@ -581,9 +703,17 @@ pub(crate) fn delete_user(
                     ended.push(r.id);
                 }
                 None => {
-                    t.by_user
-                        .remove(user.as_str(), id.as_str())
-                        .map_err(db_err)?;
+                    if let Some(c) = t.cold(&id)? {
+                        t.remove_cold(&id, &c)?;
+                        revoked += u64::from(c.is_live(now));
+                        if let Ok(id) = SessionId::parse(&id) {
+                            ended.push(id);
+                        }
+                    } else {
+                        t.by_user
+                            .remove(user.as_str(), id.as_str())
+                            .map_err(db_err)?;
+                    }
                 }
             }
         }
@@ -604,7 +734,7 @@ pub(crate) fn delete_user(
     })
 }
 
-/// Drops the three session tables and creates them empty, in one durable commit: freeing
+/// Drops the four session tables and creates them empty, in one durable commit: freeing
 /// whole trees takes time in proportion to their pages, not a delete per record. The outbox
 /// stays (what it holds has not reached the tier yet), and records the end of everyone.
 pub(crate) fn delete_all(
@@ -621,9 +751,11 @@ pub(crate) fn delete_all(
     txn.delete_table(SESSIONS).map_err(db_err)?;
     txn.delete_multimap_table(BY_USER).map_err(db_err)?;
     txn.delete_table(EXPIRY).map_err(db_err)?;
+    txn.delete_table(COLD).map_err(db_err)?;
     txn.open_table(SESSIONS).map_err(db_err)?;
     txn.open_multimap_table(BY_USER).map_err(db_err)?;
     txn.open_table(EXPIRY).map_err(db_err)?;
+    txn.open_table(COLD).map_err(db_err)?;
     {
         let mut outbox = outbox::Writer {
             table: txn.open_table(OUTBOX).map_err(db_err)?,
@@ -767,6 +899,28 @@ pub(crate) fn reclaim_expired(
                         user_id: r.user_id,
                     });
                 }
+                // A cold session ends here too when it expires, with its event.
+                None => match t.cold(id)? {
+                    Some(c) if c.expires == *at && !c.is_live(now) => {
+                        t.remove_cold(id, &c)?;
+                        let (Ok(id), Ok(user_id)) = (SessionId::parse(id), UserId::parse(&c.user))
+                        else {
+                            continue;
+                        };
+                        let event = Cause::sweeper().event(
+                            AuditKind::Expired,
+                            now,
+                            Some(&id),
+                            Some(&user_id),
+                        )?;
+                        t.outbox
+                            .record(now, Some(event), DurableChange::Ended(id.clone()))?;
+                        reclaimed.push(ExpiredSession { id, user_id });
+                    }
+                    _ => {
+                        t.expiry.remove((*at, id.as_str())).map_err(db_err)?;
+                    }
+                },
                 // A live record's current expiry entry is a different key; this one is
                 // stale (it should not exist, but never let it pin the sweeper).
                 _ => {

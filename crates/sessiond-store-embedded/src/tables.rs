@@ -1,10 +1,14 @@
 //! The on-disk format (see `docs/design.md`, "Embedded store").
 //!
-//! Five tables in one redb file:
+//! Six tables in one redb file:
 //! - `sessions`: session id → encoded record;
 //! - `by_user`: user id → session ids (a multimap), for list and revoke-all;
 //! - `expiry`: (expires-at in ms, session id) → (), ordered by time, so the sweeper reads only
 //!   what has expired;
+//! - `cold`: session id → (expires-at in ms, last activity in ms, user id) of each session the demoter
+//!   took out of `sessions` (the durable tier holds its record). A cold session keeps its
+//!   `by_user` and `expiry` entries, so the per-user cap and revoke-all count it and the
+//!   sweeper ends it when it expires;
 //! - `outbox`: position → encoded outbox entry, written only when the durable tier is
 //!   configured (see `outbox`);
 //! - `meta`: what the store keeps about itself (the last outbox position removed).
@@ -21,6 +25,7 @@ pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const BY_USER: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("by_user");
 pub(crate) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+pub(crate) const COLD: TableDefinition<&str, (u64, u64, &str)> = TableDefinition::new("cold");
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Small values the store keeps about itself: the last outbox position removed
 /// ([`OUTBOX_LAST`]), so positions go on after an emptied outbox is reopened.
@@ -38,6 +43,7 @@ pub(crate) fn open(path: &Path) -> Result<redb::Database, redb::Error> {
     txn.open_table(SESSIONS)?;
     txn.open_multimap_table(BY_USER)?;
     txn.open_table(EXPIRY)?;
+    txn.open_table(COLD)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(META)?;
     txn.commit()?;

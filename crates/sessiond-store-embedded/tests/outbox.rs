@@ -91,3 +91,51 @@ async fn the_outbox_survives_a_reopen_and_positions_go_on_after_it() {
         "a new position is later than every one removed before the reopen"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_session_expires_with_its_event_and_leaves_its_users_index() {
+    use sessiond_core::tier::DurableChange;
+    use sessiond_core::{Demoted, Origin};
+    use sessiond_testkit::conformance::IDLE_MS;
+
+    let store = with_outbox(1_000).await;
+    let user = fresh_user("cold-expiry");
+    let cold = record(&user, at(0));
+    let _ = store
+        .create(&cold, None, NO_LIMIT, at(0), Origin::CLI)
+        .await
+        .expect("create");
+    assert_eq!(store.demote(&cold).await.expect("demote"), Demoted::Removed);
+    assert!(
+        store
+            .reclaim_expired(at(IDLE_MS - 1), 100)
+            .await
+            .expect("sweep")
+            .is_empty(),
+        "live until its expiry"
+    );
+    let reclaimed = store
+        .reclaim_expired(at(IDLE_MS), 100)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        reclaimed.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        vec![&cold.id],
+        "the sweeper ends a cold session at its expiry, as any other"
+    );
+    let entries = store.outbox_read(100).await.expect("read");
+    let last = entries.last().expect("an entry");
+    assert_eq!(last.change, DurableChange::Ended(cold.id.clone()));
+    assert_eq!(
+        last.event.as_ref().map(|e| e.kind.name().as_str()),
+        Some("expired")
+    );
+    assert_eq!(
+        store
+            .delete_user(&user, None, at(IDLE_MS + 1), Origin::CLI)
+            .await
+            .expect("revoke all"),
+        0,
+        "and its user's index no longer holds it"
+    );
+}

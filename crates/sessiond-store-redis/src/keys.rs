@@ -168,6 +168,13 @@ pub(crate) fn score(expires_at: Timestamp) -> u64 {
     expires_at.as_millis().div_ceil(1000)
 }
 
+/// The score of a cold session's index entry: its exact expiry, in seconds with three
+/// decimals (an entry scored at or below `expired_score(now)` has expired, as for any other).
+pub(crate) fn cold_score(expires_at: Timestamp) -> String {
+    let ms = expires_at.as_millis();
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
 /// The score at or below which an index entry has expired at `now`.
 pub(crate) fn expired_score(now: Timestamp) -> u64 {
     now.as_millis() / 1000

@@ -65,7 +65,7 @@ pub use options::{ReadFrom, RedisOptions, defaults};
 use crate::codec::{decode, encode, encode_object, parse_version, u48, version_bytes};
 use crate::connection::store_error;
 use crate::keys::Keys;
-use crate::keys::{expired_score, id_from_member, member, score};
+use crate::keys::{cold_score, expired_score, id_from_member, member, score};
 use crate::outbox::Outbox;
 use crate::primary::{FixedPrimary, PrimarySource};
 use crate::replication::{Replicated, ReplicationOptions};
@@ -594,6 +594,7 @@ impl SessionStore for RedisStore {
                     .arg(header)
                     .arg(self.keys.index_prefix(id.shard().as_str()))
                     .arg(member(id))
+                    .arg(cold_score(record.expires_at()))
                     .invoke_async(&mut c)
                     .await
             })

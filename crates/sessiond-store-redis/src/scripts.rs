@@ -16,8 +16,15 @@ use redis::Script;
 
 /// Shared Lua: `u48(s, i)` reads the 48-bit big-endian number at 1-based offset `i` (exact:
 /// Lua numbers are doubles), `live(h, now)` says whether the header `h` describes a session
-/// live at `now`, `full(key, bound)` whether the outbox `key` holds `bound` entries, and
-/// `note(key, bound, fields...)` appends an entry to it (nothing when `bound` is 0).
+/// live at `now`, `full(key, bound)` whether the outbox `key` holds `bound` entries,
+/// `note(key, bound, fields...)` appends an entry to it (nothing when `bound` is 0),
+/// `is_cold(m)` whether an index member stands for a cold session and `cold_live(score, now)`
+/// whether a cold entry's score (its expiry) is after `now` (a missing score is not).
+///
+/// A cold session (the demoter took its record out, the durable tier holds it) keeps its
+/// place in its user's index as `~` and its member (`~` is never in an id), scored with its
+/// exact expiry in seconds (three decimals): the per-user cap counts it, revoke-all ends and
+/// counts it, a login can replace it, and the index's expiry prune drops it when it expires.
 const LIVE: &str = r"
 local function u48(s, i)
   local a, b, c, d, e, f = string.byte(s, i, i + 5)
@@ -32,6 +39,12 @@ local function full(key, bound)
 end
 local function note(key, bound, ...)
   if bound > 0 then redis.call('XADD', key, '*', ...) end
+end
+local function is_cold(m)
+  return string.byte(m, 1) == 126
+end
+local function cold_live(score, now)
+  return score and tonumber(score) * 1000 > now
 end
 ";
 
@@ -84,7 +97,8 @@ return 1
 /// has expired), outbox bound, the event (JSON), tombstone key prefix of this shard,
 /// tombstone ttl ms, and with a replaced session: its index member, the user id.
 /// The replaced session is left out of the cap's count and ended only once the create is
-/// sure to stand, so a refused create ends nothing. The outbox gets the new record, then
+/// sure to stand, so a refused create ends nothing. Cold sessions count and can be evicted
+/// (first, as the idlest) or replaced like hot ones. The outbox gets the new record, then
 /// one entry per session ended (evicted, replaced), each of which leaves a tombstone.
 /// Returns {0} id taken, {2} at capacity, {3} outbox full, {1, replaced (0 or 1), evicted
 /// ids...} created.
@@ -97,30 +111,46 @@ if full(KEYS[3], bound) then return {3} end
 local now = tonumber(ARGV[5])
 local max = tonumber(ARGV[6])
 local replaced = nil
+-- The replaced session's index entry: its member, or its cold form.
+local skip = nil
+-- A user's first session (the usual login) has no index yet: nothing to prune or count.
+local indexed = redis.call('EXISTS', KEYS[2]) == 1
+if indexed then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9]) end
 if KEYS[4] and KEYS[4] ~= KEYS[1] then
   local uid = ARGV[15]
   local h = redis.call('GETRANGE', KEYS[4], 0, 64 + string.len(uid))
   if live(h, now) and string.len(h) == 65 + string.len(uid)
       and string.byte(h, 64) * 256 + string.byte(h, 65) == string.len(uid)
       and string.sub(h, 66) == uid then
-    replaced = ARGV[14]
+    replaced, skip = ARGV[14], ARGV[14]
+  elseif indexed and cold_live(redis.call('ZSCORE', KEYS[2], '~' .. ARGV[14]), now) then
+    replaced, skip = ARGV[14], '~' .. ARGV[14]
   end
 end
 local result = {1, replaced and 1 or 0}
--- A user's first session (the usual login) has no index yet: nothing to prune or count.
-local indexed = redis.call('EXISTS', KEYS[2]) == 1
-if indexed then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[9]) end
 if indexed and max > 0 then
+  -- Sort keys: a hot session's last activity (ms), a cold one's expiry (s, so below every
+  -- hot key): cold sessions, the idlest, go first.
   local alive = {}
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if m ~= replaced then
-      local key = ARGV[8] .. m
-      local h = redis.call('GETRANGE', key, 0, 18)
-      if live(h, now) then
-        table.insert(alive, {u48(h, 2), m})
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    local m = entries[i]
+    if m ~= skip then
+      if is_cold(m) then
+        if cold_live(entries[i + 1], now) then
+          table.insert(alive, {tonumber(entries[i + 1]), m})
+        else
+          redis.call('ZREM', KEYS[2], m)
+        end
       else
-        redis.call('DEL', key)
-        redis.call('ZREM', KEYS[2], m)
+        local key = ARGV[8] .. m
+        local h = redis.call('GETRANGE', key, 0, 18)
+        if live(h, now) then
+          table.insert(alive, {u48(h, 2), m})
+        else
+          redis.call('DEL', key)
+          redis.call('ZREM', KEYS[2], m)
+        end
       end
     end
   end
@@ -131,15 +161,20 @@ if indexed and max > 0 then
       return a[1] < b[1]
     end)
     for i = 1, #alive - max + 1 do
-      redis.call('DEL', ARGV[8] .. alive[i][2])
-      redis.call('ZREM', KEYS[2], alive[i][2])
-      table.insert(result, alive[i][2])
+      local m = alive[i][2]
+      redis.call('ZREM', KEYS[2], m)
+      if is_cold(m) then
+        m = string.sub(m, 2)
+      else
+        redis.call('DEL', ARGV[8] .. m)
+      end
+      table.insert(result, m)
     end
   end
 end
 if replaced then
-  redis.call('DEL', KEYS[4])
-  redis.call('ZREM', KEYS[2], replaced)
+  if skip == replaced then redis.call('DEL', KEYS[4]) end
+  redis.call('ZREM', KEYS[2], skip)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
@@ -240,19 +275,22 @@ return {1, ''}
 
 /// A user's stored records, pruning index entries whose record is gone. KEYS: index.
 /// ARGV: now in whole seconds (rounded down), record key prefix of this shard.
-/// Returns members and records in pairs (the caller filters by liveness).
+/// Returns members and records in pairs (the caller filters by liveness); cold sessions are
+/// the durable tier's to list.
 pub(crate) static LIST_USER: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
         r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local r = redis.call('GET', ARGV[2] .. m)
-  if r then
-    table.insert(out, m)
-    table.insert(out, r)
-  else
-    redis.call('ZREM', KEYS[1], m)
+  if not is_cold(m) then
+    local r = redis.call('GET', ARGV[2] .. m)
+    if r then
+      table.insert(out, m)
+      table.insert(out, r)
+    else
+      redis.call('ZREM', KEYS[1], m)
+    end
   end
 end
 return out
@@ -278,12 +316,19 @@ if tonumber(ARGV[5]) > 0 then
 end
 local removed = 0
 local gone = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, batch)) do
+local entries = redis.call('ZRANGE', KEYS[1], 0, batch, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local m = entries[i]
   if m ~= ARGV[3] and #gone < batch then
-    local key = ARGV[2] .. m
-    if live(redis.call('GETRANGE', key, 0, 18), now) then removed = removed + 1 end
-    redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], m)
+    if is_cold(m) then
+      if cold_live(entries[i + 1], now) then removed = removed + 1 end
+      m = string.sub(m, 2)
+    else
+      local key = ARGV[2] .. m
+      if live(redis.call('GETRANGE', key, 0, 18), now) then removed = removed + 1 end
+      redis.call('DEL', key)
+    end
     table.insert(gone, m)
   end
 end
@@ -307,7 +352,8 @@ return {removed, more}
 /// tombstone, the user's tombstone. ARGV: record bytes, ttl ms, index score, index member,
 /// the record's creation ms, the index's ttl ms (to the absolute expiry). Refuses (0) when a
 /// record is here, the session has a tombstone, or a revoke-all of its user since its
-/// creation has one (unless it kept this session); else writes it and indexes it (1).
+/// creation has one (unless it kept this session); else writes it and indexes it as hot
+/// (1), in place of its cold entry if the demoter left one.
 pub(crate) static RESTORE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -318,6 +364,7 @@ if u then
   if at and tonumber(ARGV[5]) <= tonumber(at) and kept ~= ARGV[4] then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZREM', KEYS[2], '~' .. ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
@@ -327,9 +374,10 @@ return 1
     )
 });
 
-/// Removes an idle session the durable tier holds (the demoter). KEYS: record. ARGV: the
-/// header (57 bytes) of the record the tier holds, index key prefix of this shard, index
-/// member. Returns 1 removed, 0 absent, 2 kept (the stored header differs: a change the tier
+/// Removes an idle session the durable tier holds (the demoter), leaving its cold index
+/// entry. KEYS: record. ARGV: the header (57 bytes) of the record the tier holds, index key
+/// prefix of this shard, index member, its expiry (the cold entry's score). The index keeps
+/// its TTL, which already reaches the session's absolute expiry. Returns 1 removed, 0 absent, 2 kept (the stored header differs: a change the tier
 /// does not have yet).
 pub(crate) static DEMOTE: LazyLock<Script> = LazyLock::new(|| {
     freeing_script(
@@ -338,8 +386,11 @@ local r = redis.call('GET', KEYS[1])
 if not r then return 0 end
 if string.sub(r, 1, 57) ~= ARGV[1] then return 2 end
 local ulen = string.byte(r, 64) * 256 + string.byte(r, 65)
+local index = ARGV[2] .. string.sub(r, 66, 65 + ulen)
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', ARGV[2] .. string.sub(r, 66, 65 + ulen), ARGV[3])
+if redis.call('ZREM', index, ARGV[3]) == 1 then
+  redis.call('ZADD', index, ARGV[4], '~' .. ARGV[3])
+end
 return 1
 ",
     )

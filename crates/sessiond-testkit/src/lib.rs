@@ -144,6 +144,12 @@ macro_rules! outbox_conformance_tests {
             let store = ($factory)(1_000_000).await;
             $crate::outbox::demote_removes_only_the_state_the_tier_holds(store).await;
         }
+
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cold_sessions_are_still_their_users() {
+            let store = ($factory)(1_000_000).await;
+            $crate::outbox::cold_sessions_are_still_their_users(store).await;
+        }
     };
 }
 

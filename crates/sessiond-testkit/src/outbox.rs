@@ -23,7 +23,7 @@ use sessiond_core::{
     SessionStore, UpdateOutcome,
 };
 
-use crate::conformance::{NO_LIMIT, at, fresh_hash, fresh_user, object, record};
+use crate::conformance::{IDLE_MS, NO_LIMIT, at, fresh_hash, fresh_user, object, record};
 
 /// A backend, from an address with a user agent.
 fn backend() -> Origin<'static> {
@@ -491,7 +491,155 @@ pub async fn demote_removes_only_the_state_the_tier_holds(store: Arc<dyn Session
         .collect();
     assert!(
         !listed.contains(&idle.id),
-        "and its index entry went with it"
+        "and the hot store no longer lists it (the tier does)"
     );
     assert_eq!(listed.len(), 3);
+}
+
+/// A cold session (the demoter took its record out) is still its user's: the per-user cap
+/// counts it and evicts it first (the idlest), a login can replace it, revoke-all ends and
+/// counts it, a write-back takes its place instead of counting it twice, and once expired it
+/// counts no more.
+pub async fn cold_sessions_are_still_their_users(store: Arc<dyn SessionStore>) {
+    let cap = |at_cap| SessionLimit {
+        max_per_user: Some(2),
+        at_cap,
+    };
+    let evict = cap(AtCap::EvictOldest);
+    let created = |store: Arc<dyn SessionStore>, limit: SessionLimit| async move {
+        let user = fresh_user("cold");
+        let (cold, warm) = (record(&user, at(0)), record(&user, at(1)));
+        for r in [&cold, &warm] {
+            let _ = store
+                .create(r, None, limit, r.created_at, backend())
+                .await
+                .expect("create");
+        }
+        assert_eq!(store.demote(&cold).await.expect("demote"), Demoted::Removed);
+        (user, cold, warm)
+    };
+
+    let (user, cold, _) = created(store.clone(), evict).await;
+    let new = record(&user, at(2));
+    assert_eq!(
+        store
+            .create(&new, None, evict, at(2), backend())
+            .await
+            .expect("create at the cap"),
+        CreateOutcome::Created {
+            evicted: vec![cold.id.clone()],
+            replaced: false,
+        },
+        "the cap counts the cold session and evicts it first"
+    );
+    let ended = everything(&*store)
+        .await
+        .into_iter()
+        .filter(|e| matches!(&e.change, DurableChange::Ended(id) if *id == cold.id))
+        .map(|e| e.event.map(|ev| ev.kind.name().as_str().to_owned()))
+        .collect::<Vec<_>>();
+    assert_eq!(ended, vec![Some("evicted".to_owned())]);
+    assert!(
+        !store.restore(&cold, at(3)).await.expect("restore"),
+        "an evicted cold session never comes back"
+    );
+
+    let (user, _, _) = created(store.clone(), cap(AtCap::Reject)).await;
+    assert_eq!(
+        store
+            .create(
+                &record(&user, at(2)),
+                None,
+                cap(AtCap::Reject),
+                at(2),
+                backend()
+            )
+            .await
+            .expect("create at the cap"),
+        CreateOutcome::AtCapacity,
+        "a cold session fills a place"
+    );
+    let later = at(IDLE_MS + 1);
+    assert!(
+        matches!(
+            store
+                .create(
+                    &record(&user, later),
+                    None,
+                    cap(AtCap::Reject),
+                    later,
+                    backend()
+                )
+                .await
+                .expect("create"),
+            CreateOutcome::Created { .. }
+        ),
+        "an expired cold session counts no more (nor the warm one, expired too)"
+    );
+
+    let (user, cold, _) = created(store.clone(), evict).await;
+    assert!(store.restore(&cold, at(2)).await.expect("restore"));
+    assert_eq!(
+        store
+            .create(&record(&user, at(3)), None, evict, at(3), backend())
+            .await
+            .expect("create at the cap"),
+        CreateOutcome::Created {
+            evicted: vec![cold.id.clone()],
+            replaced: false,
+        },
+        "written back, it is counted once"
+    );
+
+    let (user, cold, warm) = created(store.clone(), NO_LIMIT).await;
+    assert_eq!(
+        store
+            .create(
+                &record(&user, at(2)),
+                Some(&cold.id),
+                NO_LIMIT,
+                at(2),
+                backend()
+            )
+            .await
+            .expect("create replacing"),
+        CreateOutcome::Created {
+            evicted: vec![],
+            replaced: true,
+        },
+        "a login replaces a cold session"
+    );
+    assert!(!store.restore(&cold, at(3)).await.expect("restore"));
+
+    let count = store
+        .delete_user(&user, None, at(4), backend())
+        .await
+        .expect("revoke all");
+    assert_eq!(
+        count, 2,
+        "the warm session and the login; the replaced one was gone"
+    );
+    let (user, cold, warm2) = created(store.clone(), NO_LIMIT).await;
+    assert_eq!(
+        store
+            .delete_user(&user, None, at(2), backend())
+            .await
+            .expect("revoke all"),
+        2,
+        "revoke-all counts the cold session"
+    );
+    let user_ended = everything(&*store)
+        .await
+        .into_iter()
+        .find_map(|e| match e.change {
+            DurableChange::UserEnded { user_id, ended, .. } if user_id == user => Some(ended),
+            _ => None,
+        });
+    let mut user_ended = user_ended.expect("the revoke-all's entry");
+    user_ended.sort();
+    let mut expected = vec![cold.id.clone(), warm2.id.clone()];
+    expected.sort();
+    assert_eq!(user_ended, expected, "and names it as ended");
+    assert!(!store.restore(&cold, at(3)).await.expect("restore"));
+    let _ = warm;
 }

@@ -1126,6 +1126,7 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
         &[
             ("SESSIOND_REDIS_URL", &redis.url()),
             ("SESSIOND_TIER__DEMOTE_AFTER", "1s"),
+            ("SESSIOND_SESSION__MAX_PER_USER", "10"),
         ],
     );
     let base = server.base.clone();
@@ -1168,10 +1169,11 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
         per_session(hot.saturating_sub(empty)),
         per_session(cold.saturating_sub(empty))
     );
-    // What stays is the shards' emptied outbox streams, not the sessions.
+    // What stays is each user's index (a cold session keeps its entry there, so the cap and
+    // revoke-all count it) and the shards' emptied outbox streams, not the records.
     assert!(
         per_session(cold.saturating_sub(empty)) < per_session(hot.saturating_sub(empty)) / 2.0,
-        "demoted sessions free their records and index entries: {hot} → {cold} bytes"
+        "demoted sessions free their records: {hot} → {cold} bytes"
     );
     assert_eq!(
         metric(&client, &base, "sessiond_tier_demoted_sessions_total").await,
@@ -1195,20 +1197,41 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (of_revoked, others): (Vec<_>, Vec<_>) =
-        tokens.iter().enumerate().partition(|(i, _)| i % 500 == 7);
-    let of_revoked: Vec<String> = of_revoked.into_iter().map(|(_, t)| t.clone()).collect();
-    let others: Vec<String> = others.into_iter().map(|(_, t)| t.clone()).collect();
-    let seen = tally(&base, &of_revoked).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["revoked"], 10, "revoke-all counts the cold ones");
+    let of_user = |u: usize| -> Vec<String> {
+        tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 500 == u)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    let seen = tally(&base, &of_user(7)).await;
     assert_eq!(
         seen.get(&401),
         Some(&10),
         "revoke-all ended the cold ones: {seen:?}"
     );
+    let others: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 500 != 7 && i % 500 != 8)
+        .map(|(_, t)| t.clone())
+        .collect();
     // Used again, each comes back, paying one PostgreSQL read once.
     let seen = tally(&base, &others).await;
     assert_eq!(seen.get(&200), Some(&others.len()), "{seen:?}");
     assert_eq!(records_in_redis(&redis), others.len(), "back in Redis");
+    // At the cap of 10, a user's next login evicts one of their cold sessions (the idlest).
+    let before_login = of_user(8);
+    let _ = create(&client, &base, "cold-8").await;
+    let seen = tally(&base, &before_login).await;
+    assert_eq!(
+        (seen.get(&401), seen.get(&200)),
+        (Some(&1), Some(&9)),
+        "the cap counted the cold sessions: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
