@@ -15,7 +15,7 @@ use crate::event::Origin;
 use crate::id::{SessionId, UserId};
 use crate::policy::SessionLimit;
 use crate::record::SessionRecord;
-use crate::tier::{OutboxBacklog, OutboxEntry};
+use crate::tier::{JournalMarks, OutboxBacklog, OutboxEntry};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -251,6 +251,21 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
         let _ = shipped;
         Ok(())
+    }
+
+    /// The journal marks of a hot store shared by several processes (`docs/design.md` §10,
+    /// "other processes' journals"): the store's epoch (a random value that changes when the
+    /// store loses its data) and how many processes have marked their journal as holding
+    /// revocations the durable tier does not have. With `mark`, first records this process's
+    /// journal (`instance`) as holding some (`true`) or none (`false`), creating the epoch if
+    /// the store has none. `None` for a store only one process uses (the default: the embedded
+    /// store), where the process's own journal is the whole answer.
+    async fn journal_marks(
+        &self,
+        mark: Option<(&str, bool)>,
+    ) -> Result<Option<JournalMarks>, StoreError> {
+        let _ = mark;
+        Ok(None)
     }
 
     /// What waits in the outbox, or `None` for a store that keeps none. An engine whose

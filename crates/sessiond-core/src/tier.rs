@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -25,7 +26,7 @@ use crate::event::{
 };
 use crate::id::{SessionId, UserId};
 use crate::record::SessionRecord;
-use crate::time::Timestamp;
+use crate::time::{Clock as _, Timestamp};
 use crate::token::RandomnessUnavailable;
 
 /// An event's id: 128 bits, random, written as a UUID (version 4). Fixed when the event is
@@ -398,6 +399,56 @@ pub struct OutboxBacklog {
     pub oldest: Option<Position>,
 }
 
+/// What a hot store shared by several processes says of their journals
+/// ([`SessionStore::journal_marks`](crate::SessionStore::journal_marks)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalMarks {
+    /// The store's epoch: `None` when it has none (it lost its data and no process has made
+    /// a new one yet).
+    pub epoch: Option<String>,
+    /// How many processes have marked their journal as holding revocations.
+    pub pending: u64,
+}
+
+impl JournalMarks {
+    /// A new epoch for a hot store: the wall-clock time it is made (ms), so every process can
+    /// tell how long ago the store lost its data, and a random part.
+    pub fn new_epoch() -> Result<String, RandomnessUnavailable> {
+        let now = crate::time::SystemClock.now();
+        Ok(format!("{}-{}", now.as_millis(), EventId::generate()?))
+    }
+
+    /// When `epoch` was made, if it says.
+    pub fn epoch_made(epoch: &str) -> Option<Timestamp> {
+        let (ms, _) = epoch.split_once('-')?;
+        ms.parse().ok().map(Timestamp::from_millis)
+    }
+}
+
+/// A process's lease in the durable tier: what it last said of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The process (its data directory's instance id).
+    pub instance: String,
+    /// The hot store's epoch when it last renewed.
+    pub epoch: String,
+    /// Revocations its journal held then.
+    pub journal_entries: u64,
+    /// When it last renewed, on the tier's clock.
+    pub renewed_at: Timestamp,
+}
+
+/// How long leases are kept ([`DurableTier::renew_lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// A lease not renewed for this long, of the current epoch, with an empty journal and no
+    /// journal marked in the hot store, is dropped: its process is gone, with nothing to ship.
+    pub idle_after: Duration,
+    /// A lease not renewed for this long is dropped whatever it said: every session its
+    /// process could have revoked has expired since.
+    pub forget_after: Duration,
+}
+
 /// A session as the durable tier holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DurableSession {
@@ -573,6 +624,23 @@ pub trait DurableTier: fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the tier answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Renews `lease` (the tier's clock sets its time), drops the leases `terms` no longer
+    /// keep (those of the current epoch idle only if `idle_ok`, i.e. the hot store marks no
+    /// journal), and returns every lease kept, this one included.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        terms: LeaseTerms,
+        idle_ok: bool,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// Drops `instance`'s lease (a clean shutdown with an empty journal, or an operator's
+    /// `sessiond tier forget-instance`). Returns whether there was one.
+    async fn release_lease(&self, instance: &str) -> Result<bool, StoreError>;
+
+    /// Every lease, for an operator.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
 }
 
 #[cfg(test)]

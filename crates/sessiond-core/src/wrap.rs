@@ -57,7 +57,7 @@ use crate::record::SessionRecord;
 use crate::store::{
     CreateOutcome, Demoted, ExpiredSession, RotateOutcome, SessionStore, UpdateOutcome,
 };
-use crate::tier::{OutboxBacklog, OutboxEntry};
+use crate::tier::{JournalMarks, OutboxBacklog, OutboxEntry};
 use crate::time::Timestamp;
 use crate::token::SecretHash;
 
@@ -200,6 +200,13 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().outbox_backlog().await
     }
 
+    async fn journal_marks(
+        &self,
+        mark: Option<(&str, bool)>,
+    ) -> Result<Option<JournalMarks>, StoreError> {
+        self.inner().journal_marks(mark).await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.inner().close().await
     }
@@ -336,6 +343,13 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
 
     async fn outbox_backlog(&self) -> Result<Option<OutboxBacklog>, StoreError> {
         self.0.outbox_backlog().await
+    }
+
+    async fn journal_marks(
+        &self,
+        mark: Option<(&str, bool)>,
+    ) -> Result<Option<JournalMarks>, StoreError> {
+        self.0.journal_marks(mark).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

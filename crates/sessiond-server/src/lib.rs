@@ -30,6 +30,8 @@
 //! - [`tier`]: the durable tier: connecting it, the shipper of the outbox, retention.
 //! - [`journal`]: revocations the durable tier did not get in time, on local disk.
 //! - [`tiered`]: the stack's layer that reads through to the durable tier on a miss.
+//! - [`trust`]: whether read-through may trust the durable tier: the journal marks in Redis
+//!   and the processes' leases in PostgreSQL.
 //! - [`tls`]: HTTPS on the listener.
 //! - `windows`: bounded per-key time windows with constant-time eviction (the guard, the log).
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
@@ -58,6 +60,7 @@ pub mod sweeper;
 pub mod tier;
 pub mod tiered;
 pub mod tls;
+pub mod trust;
 mod windows;
 
 /// The JSON documents of the API and the problem document, shared with clients
@@ -127,17 +130,33 @@ pub async fn run_with(
     let store_config = stack::StoreConfig::from_config(&config)?;
     let engine_name = store_config.kind();
     let durable = tier::connect(&config, &*hooks.clock).await?;
-    let journal = match &durable {
-        Some(_) => Some(Arc::new(
-            journal::Journal::open(&config.data_dir).context("opening the tier journal")?,
-        )),
+    let engine = stack::open_engine(&store_config).await?;
+    let trust = match &durable {
+        Some(durable) => {
+            let journal = Arc::new(
+                journal::Journal::open(&config.data_dir).context("opening the tier journal")?,
+            );
+            // Every session a process could have revoked has expired once this has passed.
+            let forget_after = config.session.absolute_timeout + trust::RENEW_EVERY;
+            let trust = trust::Trust::new(
+                &config.data_dir,
+                journal,
+                engine.clone(),
+                durable.clone(),
+                forget_after,
+            )
+            .context("reading this process's instance id")?;
+            if let Err(e) = trust.renew().await {
+                tracing::warn!(
+                    error = %e,
+                    "the first lease renewal failed: read-through waits for the next"
+                );
+            }
+            Some(Arc::new(trust))
+        }
         None => None,
     };
-    let store = stack::build_store(
-        stack::open_engine(&store_config).await?,
-        durable.clone().zip(journal.clone()),
-        metrics.clone(),
-    );
+    let store = stack::build_store(engine, durable.clone().zip(trust.clone()), metrics.clone());
     let api_keys = match &config.api_keys {
         Some(list) => api_keys::ApiKeys::from_config(&list.keys())
             .map_err(|reason| anyhow::anyhow!("api_keys: {reason}"))?,
@@ -167,8 +186,8 @@ pub async fn run_with(
         .with_events(Arc::new(sinks));
     let sweeper = sweeper::Sweeper::start(sessions.clone(), config.embedded.sweep_interval);
     let tier = durable
-        .zip(journal)
-        .map(|(durable, journal)| tier::Tier::new(durable, journal));
+        .zip(trust)
+        .map(|(durable, trust)| tier::Tier::new(durable, trust));
     // An ended session's durable copy stays final for as long as any copy of it could still
     // be live: a day past the longest absolute timeout.
     let sessions_kept = config.session.absolute_timeout + std::time::Duration::from_secs(86_400);

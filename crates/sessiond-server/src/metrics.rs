@@ -68,7 +68,8 @@ pub struct EngineLabels {
 pub struct ReadThroughLabels {
     /// `restored` (served and written back), `raced` (another request wrote it back first),
     /// `refused` (a revocation's tombstone), `ended`, `absent`, `unavailable`, `untrusted`
-    /// (the journal holds revocations the tier does not have yet).
+    /// (this process's journal holds revocations the tier does not have yet),
+    /// `untrusted_elsewhere` (another process's may, `crate::trust`).
     pub outcome: &'static str,
 }
 

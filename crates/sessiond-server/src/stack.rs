@@ -27,9 +27,9 @@ use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
 
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
-use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::tiered::TieredStore;
+use crate::trust::Trust;
 
 /// Which engine holds the sessions, with everything it needs to open.
 #[derive(Debug, Clone)]
@@ -125,17 +125,17 @@ pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Arc<dyn Session
 }
 
 /// The stack over `engine`, as the service uses it, with `tier` behind it when there is one
-/// (read through only while its `journal` is empty).
+/// (read through while `trust` says the tier can be trusted).
 pub fn build_store(
     engine: Arc<dyn SessionStore>,
-    tier: Option<(Arc<dyn DurableTier>, Arc<Journal>)>,
+    tier: Option<(Arc<dyn DurableTier>, Arc<Trust>)>,
     metrics: Arc<Metrics>,
 ) -> Arc<dyn SessionStore> {
     let engine: Arc<dyn SessionStore> = match tier {
-        Some((tier, journal)) => Arc::new(Wrapped(TieredStore::new(
+        Some((tier, trust)) => Arc::new(Wrapped(TieredStore::new(
             engine,
             tier,
-            journal,
+            trust,
             metrics.clone(),
         ))),
         None => engine,

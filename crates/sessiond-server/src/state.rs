@@ -94,7 +94,8 @@ impl App {
         let at = self.sessions.clock().now();
         let (journal, changes) = (tier.journal.clone(), ended.changes());
         match tokio::task::spawn_blocking(move || journal.append(changes, at)).await {
-            Ok(Ok(())) => {}
+            // Other processes must see it too, before this answers.
+            Ok(Ok(())) => tier.trust.journaled().await,
             Ok(Err(e)) => tracing::error!(
                 event = "tier.journal_failed",
                 error = %e,

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, TierConfig};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::trust::{RENEW_EVERY, Trust};
 
 /// Refused tokens and binding mismatches waiting for the tier, at most.
 const REFUSALS_QUEUED: usize = 10_000;
@@ -130,16 +131,20 @@ pub struct Tier {
     pub flush: Arc<Flush>,
     /// Revocations answered while the tier could not take them.
     pub journal: Arc<Journal>,
+    /// Whether read-through may trust the tier; this process's lease.
+    pub trust: Arc<Trust>,
 }
 
 impl Tier {
-    /// The tier `tier`, before its shipper starts, with this process's `journal`.
-    pub fn new(tier: Arc<dyn DurableTier>, journal: Arc<Journal>) -> Self {
+    /// The tier `tier`, before its shipper starts, with this process's `trust` (and its
+    /// journal).
+    pub fn new(tier: Arc<dyn DurableTier>, trust: Arc<Trust>) -> Self {
         Tier {
             tier,
             status: Arc::default(),
             flush: Arc::new(Flush::new()),
-            journal,
+            journal: trust.journal().clone(),
+            trust,
         }
     }
 }
@@ -187,6 +192,8 @@ pub struct Shipper {
     ship: JoinHandle<()>,
     purge: JoinHandle<()>,
     demote: Option<JoinHandle<()>>,
+    lease: JoinHandle<()>,
+    trust: Arc<Trust>,
 }
 
 impl Shipper {
@@ -229,12 +236,15 @@ impl Shipper {
                 stopped.clone(),
             ))
         });
+        let lease = tokio::spawn(lease_loop(tier.trust.clone(), stopped.clone()));
         let purge = tokio::spawn(purge_loop(tier.tier.clone(), retention, clock, stopped));
         Shipper {
             stop,
             ship,
             purge,
             demote,
+            lease,
+            trust: tier.trust.clone(),
         }
     }
 
@@ -249,6 +259,8 @@ impl Shipper {
         if let Some(demote) = self.demote {
             demote.abort();
         }
+        self.lease.abort();
+        self.trust.release().await;
     }
 }
 
@@ -412,6 +424,32 @@ async fn demote_loop(d: Demoter, mut stopped: watch::Receiver<bool>) {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Renews this process's lease every [`RENEW_EVERY`] (`crate::trust`).
+async fn lease_loop(trust: Arc<Trust>, mut stopped: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(RENEW_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+        match trust.renew().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the lease is renewed again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = %e,
+                    "the lease could not be renewed: read-through waits until it is"
+                );
+            }
+            Err(_) => {}
         }
     }
 }

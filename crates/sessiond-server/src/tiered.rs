@@ -8,8 +8,8 @@
 //! of such a session by id finds it the same way, so its event is recorded as for any other.
 //!
 //! The tier is asked only on a miss: the hot path (a hit) is unchanged. While the tier cannot
-//! answer, or this process's journal holds revocations the tier does not have yet
-//! (`crate::journal`), a miss is `503` rather than `401`, so a user whose session only the
+//! answer, or a journal (this process's or another's, `crate::trust`) holds revocations the
+//! tier does not have yet, a miss is `503` rather than `401`, so a user whose session only the
 //! tier holds is asked to retry, not to log in again, and no revoked session is served.
 
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use sessiond_core::{
     Origin, SessionId, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
-use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::trust::{Distrust, Trust};
 
 /// Longest a read-through waits for the tier (well inside a tombstone's life, so a
 /// revocation racing it is always seen by its write-back).
@@ -35,22 +35,22 @@ const READ_THROUGH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct TieredStore {
     inner: Arc<dyn SessionStore>,
     tier: Arc<dyn DurableTier>,
-    journal: Arc<Journal>,
+    trust: Arc<Trust>,
     metrics: Arc<Metrics>,
 }
 
 impl TieredStore {
-    /// `inner` with `tier` behind it, trusted while `journal` is empty.
+    /// `inner` with `tier` behind it, trusted as `trust` says.
     pub fn new(
         inner: Arc<dyn SessionStore>,
         tier: Arc<dyn DurableTier>,
-        journal: Arc<Journal>,
+        trust: Arc<Trust>,
         metrics: Arc<Metrics>,
     ) -> Self {
         TieredStore {
             inner,
             tier,
-            journal,
+            trust,
             metrics,
         }
     }
@@ -63,10 +63,15 @@ impl TieredStore {
         id: &SessionId,
         now: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        if !self.journal.is_empty() {
-            // A revocation this process answered is not in the tier yet: what the tier says
-            // of a session cannot be trusted until the journal has shipped.
-            self.metrics.tier_read_through("untrusted").inc();
+        if let Err(why) = self.trust.check().await {
+            // A revocation answered while PostgreSQL was down is not in the tier yet (or may
+            // not be): what the tier says of a session cannot be trusted until it ships.
+            self.metrics
+                .tier_read_through(match why {
+                    Distrust::OwnJournal => "untrusted",
+                    Distrust::OtherProcesses => "untrusted_elsewhere",
+                })
+                .inc();
             return Err(StoreError::unavailable(
                 "the durable tier does not have every revocation yet",
             ));
@@ -166,8 +171,8 @@ impl StoreWrapper for TieredStore {
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let mut sessions = self.inner.list_user(user, now).await?;
-        if !self.journal.is_empty() {
-            // The tier may still hold as live a session this process revoked.
+        if self.trust.check().await.is_err() {
+            // The tier may still hold as live a session a process revoked.
             return Ok(sessions);
         }
         // Sessions only the tier holds (the hot store lost them and they were not used

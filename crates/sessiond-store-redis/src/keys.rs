@@ -3,7 +3,9 @@
 //! - `<prefix>s:{<shard>}<member>`: the record (a string, see `codec`), with a native TTL at
 //!   the session's expiry.
 //! - `<prefix>u:{<shard>}<userId>`: the user's index, a sorted set of members scored by
-//!   absolute expiry in whole seconds (rounded up), with a TTL at its longest-lived entry.
+//!   absolute expiry in whole seconds (rounded up), with a TTL at its longest-lived entry. A
+//!   cold session (with the durable tier, once the demoter took its record out) is there as
+//!   `~<member>`, scored by its exact expiry (see `scripts`).
 //!
 //! - `<prefix>t:{<shard>}<member>`: a tombstone, left by a revocation for a short while
 //!   (with the durable tier only), so a read-through racing it cannot write the session back.
@@ -11,6 +13,10 @@
 //!   kept.
 //! - `<prefix>o:{<shard>}`: the shard's outbox for the durable tier (a stream, kept only
 //!   with the tier; see `outbox`), no TTL: entries leave when the tier has them.
+//! - `<prefix>epoch`: a random value made once (no TTL), so processes see that Redis lost its
+//!   data when it changes; `<prefix>journals`: the set of processes whose journal holds
+//!   revocations the durable tier does not have yet (`docs/design.md` §10). Both only with
+//!   the tier.
 //!
 //! A session's *member* is its id without the `sess_` prefix and the shard: both are already
 //! in the key, and every byte of a key name is paid for in every session's memory. Seconds
@@ -118,6 +124,16 @@ impl Keys {
     /// The revoke-all tombstone of `user`.
     pub(crate) fn user_tombstone(&self, shard: Shard, user: &UserId) -> String {
         format!("{}r:{{{}}}{}", self.prefix, shard.as_str(), user.as_str())
+    }
+
+    /// The store's epoch.
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
+    /// The set of processes whose journal holds revocations.
+    pub(crate) fn journals(&self) -> String {
+        format!("{}journals", self.prefix)
     }
 
     /// The outbox stream of `shard`.

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
-use sessiond_core::tier::{AuditKind, OutboxBacklog, OutboxEntry};
+use sessiond_core::tier::{AuditKind, JournalMarks, OutboxBacklog, OutboxEntry};
 use sessiond_core::{
     Actor, AtCap, CreateOutcome, Demoted, Origin, RotateOutcome, SecretHash, SessionId,
     SessionLimit, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
@@ -604,6 +604,51 @@ impl SessionStore for RedisStore {
             0 => Demoted::Absent,
             _ => Demoted::Changed,
         })
+    }
+
+    async fn journal_marks(
+        &self,
+        mark: Option<(&str, bool)>,
+    ) -> Result<Option<JournalMarks>, StoreError> {
+        // Without the tier there is no journal. The two keys are in different Cluster slots:
+        // separate calls, each on the primary (a replica could miss a mark just made).
+        if self.outbox.is_none() {
+            return Ok(None);
+        }
+        let (epoch, journals) = (&self.keys.epoch(), &self.keys.journals());
+        if let Some((instance, pending)) = mark {
+            let fresh = JournalMarks::new_epoch().map_err(StoreError::internal)?;
+            let fresh = &fresh;
+            self.call_reaching(Reach::Durable, |mut c| async move {
+                redis::cmd("SET")
+                    .arg(epoch)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+            self.call_reaching(Reach::Durable, |mut c| async move {
+                redis::cmd(if pending { "SADD" } else { "SREM" })
+                    .arg(journals)
+                    .arg(instance)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        let current: Option<String> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(epoch).query_async(&mut c).await })
+            .await?;
+        let pending: u64 = self
+            .call(
+                |mut c| async move { redis::cmd("SCARD").arg(journals).query_async(&mut c).await },
+            )
+            .await?;
+        Ok(Some(JournalMarks {
+            epoch: current,
+            pending,
+        }))
     }
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
 use sessiond_core::tier::{
-    DurableSession, DurableTier, EventCursor, EventPage, EventQuery, EventsOf, OutboxEntry,
-    Position, Purged, Retention,
+    DurableSession, DurableTier, EventCursor, EventPage, EventQuery, EventsOf, Lease, LeaseTerms,
+    OutboxEntry, Position, Purged, Retention,
 };
 use sessiond_core::{SecretHash, SessionId, SessionRecord, StoreError, Timestamp, UserId};
 use tokio_postgres::{NoTls, Row};
@@ -430,6 +430,49 @@ impl PgTier {
         Ok(records)
     }
 
+    async fn renew(
+        &self,
+        lease: &Lease,
+        terms: LeaseTerms,
+        idle_ok: bool,
+    ) -> Result<Vec<Lease>, TierError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let entries = i64::try_from(lease.journal_entries).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO sessiond_instances (instance, epoch, journal_entries, renewed_at) \
+             VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (instance) DO UPDATE \
+             SET epoch = $2, journal_entries = $3, renewed_at = now()",
+            &[&lease.instance, &lease.epoch, &entries],
+        )
+        .await?;
+        let idle_ms = i64::try_from(terms.idle_after.as_millis()).unwrap_or(i64::MAX);
+        let forget_ms = i64::try_from(terms.forget_after.as_millis()).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM sessiond_instances WHERE instance <> $1 AND ( \
+               renewed_at < now() - $5::bigint * interval '1 millisecond' \
+               OR ($4 AND epoch = $2 AND journal_entries = 0 \
+                   AND renewed_at < now() - $3::bigint * interval '1 millisecond'))",
+            &[
+                &lease.instance,
+                &lease.epoch,
+                &idle_ms,
+                &idle_ok,
+                &forget_ms,
+            ],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT instance, epoch, journal_entries, renewed_at FROM sessiond_instances",
+                &[],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(read_lease).collect()
+    }
+
     async fn mark_cold(&self, ids: &[SessionId]) -> Result<(), TierError> {
         let client = self.pool.get().await?;
         let ids: Vec<&str> = ids.iter().map(SessionId::as_str).collect();
@@ -482,6 +525,40 @@ impl DurableTier for PgTier {
         Ok(self.purge_old(now, retention).await?)
     }
 
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        terms: LeaseTerms,
+        idle_ok: bool,
+    ) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.renew(lease, terms, idle_ok).await?)
+    }
+
+    async fn release_lease(&self, instance: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(TierError::from)?;
+        let n = client
+            .execute(
+                "DELETE FROM sessiond_instances WHERE instance = $1",
+                &[&instance],
+            )
+            .await
+            .map_err(TierError::from)?;
+        Ok(n > 0)
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let client = self.pool.get().await.map_err(TierError::from)?;
+        let rows = client
+            .query(
+                "SELECT instance, epoch, journal_entries, renewed_at FROM sessiond_instances \
+                 ORDER BY instance",
+                &[],
+            )
+            .await
+            .map_err(TierError::from)?;
+        Ok(rows.iter().map(read_lease).collect::<Result<_, _>>()?)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(TierError::from)?;
         client
@@ -490,4 +567,15 @@ impl DurableTier for PgTier {
             .map_err(TierError::from)?;
         Ok(())
     }
+}
+
+/// A lease row.
+fn read_lease(row: &Row) -> Result<Lease, TierError> {
+    let entries: i64 = row.try_get(2)?;
+    Ok(Lease {
+        instance: row.try_get(0)?,
+        epoch: row.try_get(1)?,
+        journal_entries: u64::try_from(entries).unwrap_or(0),
+        renewed_at: from_sql_time(row.try_get(3)?),
+    })
 }

@@ -87,6 +87,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessiond_sessions_idle ON sessiond_sessions (last_activity)
         WHERE state = 'live' AND hot;
     ",
+    // 3: the leases of the processes sharing a hot store, so read-through in one trusts the
+    // tier only while no other may hold revocations the tier lacks.
+    r"
+    CREATE TABLE sessiond_instances (
+        instance        text        PRIMARY KEY,
+        epoch           text        NOT NULL,
+        journal_entries bigint      NOT NULL,
+        started_at      timestamptz NOT NULL DEFAULT now(),
+        renewed_at      timestamptz NOT NULL
+    );
+    COMMENT ON TABLE sessiond_instances IS
+        'sessiond processes: each renews its row every second with the hot store''s epoch and its journal''s length';
+    ",
 ];
 
 /// The newest schema version this build knows.

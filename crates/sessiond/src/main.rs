@@ -8,6 +8,7 @@
 //! - `serve`: `sessiond serve`, the service.
 //! - `revoke`: `sessiond revoke`, the operator's emergency path straight on the store.
 //! - `audit`: `sessiond audit`, the audit trail at a terminal, from the durable tier.
+//! - `tier`: `sessiond tier`, the processes' leases in the durable tier.
 //! - `bench`: `sessiond bench`, load against a running sessiond.
 //! - `logging`: log set-up, and the warning about ignored environment variables.
 
@@ -16,6 +17,7 @@ mod bench;
 mod logging;
 mod revoke;
 mod serve;
+mod tier;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +49,9 @@ enum Command {
     /// Show a user's or a session's lifecycle events from the audit trail (needs
     /// tier.postgres_url).
     Audit(audit::Opts),
+    /// The processes' leases in the durable tier: list them, or forget one whose data
+    /// directory is gone for good.
+    Tier(tier::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(opts) => bench::run(&opts),
         Command::Revoke(opts) => revoke::run(&opts),
         Command::Audit(opts) => audit::run(&opts),
+        Command::Tier(opts) => tier::run(&opts),
     }
 }
 

@@ -17,6 +17,7 @@ use sessiond_server::Config;
 use sessiond_server::config::Overrides;
 use sessiond_server::events::LogSink;
 use sessiond_server::journal::{Ended, Journal};
+use sessiond_server::trust::instance_id;
 
 /// Options of `sessiond revoke`.
 #[derive(Debug, clap::Args)]
@@ -103,7 +104,6 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
             Ok(None) => None,
             Err(e) => Some(Err(sessiond_core::StoreError::unavailable(e.to_string()))),
         };
-        store.close().await.context("closing the store")?;
         println!("{message}");
         if let Some(Err(e)) = shipped {
             let ended = match &user {
@@ -113,16 +113,25 @@ pub(crate) fn run(opts: &Opts) -> anyhow::Result<()> {
                 },
                 None => Ended::Everyone,
             };
-            let journal = Journal::open(&config.data_dir)
-                .and_then(|j| j.append(ended.changes(), SystemClock.now()));
             eprintln!(
                 "the durable tier could not be reached ({e}); the revocation is in the outbox \
                  and reaches PostgreSQL when sessiond serve runs again"
             );
-            if let Err(e) = journal {
-                eprintln!("and it could not be written to the tier journal: {e}");
+            match Journal::open(&config.data_dir)
+                .and_then(|j| j.append(ended.changes(), SystemClock.now()))
+                .and_then(|()| instance_id(&config.data_dir))
+            {
+                // Marked in the hot store, so no sessiond reads through from PostgreSQL until
+                // a server on this data directory has shipped it.
+                Ok(instance) => {
+                    if let Err(e) = store.journal_marks(Some((&instance, true))).await {
+                        eprintln!("and the journal could not be marked in the store: {e}");
+                    }
+                }
+                Err(e) => eprintln!("and it could not be written to the tier journal: {e}"),
             }
         }
+        store.close().await.context("closing the store")?;
         Ok(())
     })
 }

@@ -67,6 +67,24 @@ async fn drained(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// Waits until the server's read-through trusts the tier again: after Redis loses its data,
+/// for up to a lease renewal and the grace of a new epoch (`docs/design.md` §10), misses
+/// answer `503` while every process gets the chance to mark its journal again.
+async fn read_through_trusted(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = readyz(client, base).await;
+        if ready["tier"]["readThrough"] == "trusted" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read-through still refused after 10 s: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What a checker attempted: the event it expects, for which session (or user), and whether
 /// the server acknowledged it.
 #[derive(Debug, Clone)]
@@ -813,6 +831,7 @@ async fn on_redis_no_mass_logout_when_redis_is_flushed_or_restarted_empty() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        read_through_trusted(&client, &base).await;
         // A user's devices are all listed before any is used again (the tier's copies).
         let listed: Value = client
             .get(format!("{base}/v1/users/nml-999/sessions"))
@@ -1327,5 +1346,122 @@ async fn on_redis_ended_tokens_stay_dead_through_demotion_and_promotion() {
     );
     redis.cli(&["FLUSHALL"]);
     let seen = tally(&base, &dead).await;
+    assert_eq!(seen.get(&200), None, "right after a flush: {seen:?}");
+    read_through_trusted(&client, &base).await;
+    let seen = tally(&base, &dead).await;
     assert_eq!(seen.get(&401), Some(&dead.len()), "after a flush: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_one_process_journal_holds_back_read_through_in_every_process() {
+    let mut redis = RedisServer::start();
+    let mut pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b, data_c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let env = [
+        ("SESSIOND_REDIS_URL", redis.url()),
+        ("SESSIOND_TIER__REVOCATION_TIMEOUT", "100ms".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = start_with(&data_a, &pg, &env);
+    let b = start_with(&data_b, &pg, &env);
+    let client = reqwest::Client::new();
+    let mut dead = Vec::new();
+    let mut kept = Vec::new();
+    for i in 0..100 {
+        let (_, token) = create(&client, &a.base, &format!("lease-{}", i % 10)).await;
+        if i % 2 == 0 {
+            dead.push(token);
+        } else {
+            kept.push(token);
+        }
+    }
+    drained(&client, &a.base).await;
+    read_through_trusted(&client, &b.base).await;
+    assert_eq!(readyz(&client, &b.base).await["tier"]["leases"], 2);
+
+    // A logs 50 users out while PostgreSQL is down: the ends are in A's journal only.
+    pg.stop(true);
+    for token in &dead {
+        let status = client
+            .delete(format!("{}/v1/session", a.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+    }
+    let ready = readyz(&client, &b.base).await;
+    assert_eq!(
+        ready["tier"]["readThrough"], "refused",
+        "B sees A's journal marked in Redis at once: {ready}"
+    );
+    // A is killed, and Redis loses everything (A's mark with it) before PostgreSQL is back.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    redis.restart();
+    pg.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&client, &b.base).await["tier"]["blockingLeases"] != 1 {
+        assert!(Instant::now() < deadline, "B never saw A's lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well past the idle time of a lease with nothing to ship, A's (of the lost epoch) still
+    // holds B back: no ended token is accepted, no kept one logged out (503, not 401).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let seen = tally(&b.base, &dead).await;
+    assert_eq!(seen.get(&503), Some(&dead.len()), "ended, on B: {seen:?}");
+    let seen = tally(&b.base, &kept).await;
+    assert_eq!(seen.get(&503), Some(&kept.len()), "kept, on B: {seen:?}");
+
+    // A comes back on its data directory and ships its journal: B trusts the tier again.
+    let a = start_with(&data_a, &pg, &env);
+    read_through_trusted(&client, &b.base).await;
+    let seen = tally(&b.base, &dead).await;
+    assert_eq!(seen.get(&401), Some(&dead.len()), "ended, on B: {seen:?}");
+    let seen = tally(&b.base, &kept).await;
+    assert_eq!(seen.get(&200), Some(&kept.len()), "kept, on B: {seen:?}");
+
+    // A process killed for good with nothing in its journal holds nobody back while Redis
+    // keeps its data; after Redis loses it, its lease (of the old epoch) does, until an
+    // operator forgets it.
+    let mut c = start_with(&data_c, &pg, &env);
+    let c_id = readyz(&client, &c.base).await["tier"]["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    read_through_trusted(&client, &b.base).await;
+    redis.cli(&["FLUSHALL"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&client, &b.base).await["tier"]["blockingLeases"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "B never saw C's lease of the old epoch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["tier", "forget-instance", &c_id, "--yes"])
+        .env_clear()
+        .env("SESSIOND_DATA_DIR", &data_c)
+        .env("SESSIOND_TIER__POSTGRES_URL", pg.url())
+        .env("SESSIOND_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_through_trusted(&client, &b.base).await;
+    let seen = tally(&b.base, &kept).await;
+    assert_eq!(seen.get(&200), Some(&kept.len()), "kept, on B: {seen:?}");
+    drop(a);
 }

@@ -33,6 +33,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     let (waiting, lag_ms) =
         crate::tier::backlog(&**state.sessions.store(), &**state.sessions.clock()).await?;
     let up = tier.status.up.load(std::sync::atomic::Ordering::Relaxed);
+    let leases = tier.trust.status();
+    let trusted = tier.trust.check().await.is_ok();
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -42,6 +44,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
                 "outboxEntries": waiting,
                 "lagSeconds": lag_ms as f64 / 1000.0,
                 "journalEntries": tier.journal.len(),
+                "readThrough": if trusted { "trusted" } else { "refused" },
+                "instance": tier.trust.instance(),
+                "leases": leases.leases,
+                "blockingLeases": leases.blocking,
             },
         }),
     ))
