@@ -1181,6 +1181,9 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
         assert!(Instant::now() < deadline, "idle sessions still in Redis");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A Redis this server found empty got its epoch at start-up, which read-through lets
+    // settle first (the grace of a new epoch).
+    read_through_trusted(&client, &base).await;
     let cold = used_memory(&redis);
     let per_session = |bytes: u64| bytes as f64 / SESSIONS as f64;
     eprintln!(
@@ -1280,6 +1283,8 @@ async fn on_redis_ended_tokens_stay_dead_through_demotion_and_promotion() {
         }
     };
     all_cold().await;
+    // The epoch this server made at start-up has settled (read-through waits for it).
+    read_through_trusted(&client, &base).await;
 
     // Ended while cold: each is brought back by its own request, then ended.
     let mut dead = Vec::new();
