@@ -67,22 +67,32 @@ async fn drained(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// Waits (10 s at most) until the `tier` part of the server's `/readyz` satisfies `ready`.
+async fn tier_until(
+    client: &reqwest::Client,
+    base: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = readyz(client, base).await;
+        if ready(&body["tier"]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}, after 10 s: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the server's read-through trusts the tier again: after Redis loses its data,
 /// for up to a lease renewal and the grace of a new epoch (`docs/design.md` §10), misses
 /// answer `503` while every process gets the chance to mark its journal again.
 async fn read_through_trusted(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = readyz(client, base).await;
-        if ready["tier"]["readThrough"] == "trusted" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "read-through still refused after 10 s: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tier_until(client, base, "read-through still refused", |t| {
+        t["readThrough"] == "trusted"
+    })
+    .await;
 }
 
 /// What a checker attempted: the event it expects, for which session (or user), and whether
@@ -1411,11 +1421,10 @@ async fn on_redis_one_process_journal_holds_back_read_through_in_every_process()
     a.child.wait().unwrap();
     redis.restart();
     pg.start_again();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&client, &b.base).await["tier"]["blockingLeases"] != 1 {
-        assert!(Instant::now() < deadline, "B never saw A's lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tier_until(&client, &b.base, "B never saw A's lease", |t| {
+        t["blockingLeases"] == 1
+    })
+    .await;
     // Well past the idle time of a lease with nothing to ship, A's (of the lost epoch) still
     // holds B back: no ended token is accepted, no kept one logged out (503, not 401).
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -1444,14 +1453,13 @@ async fn on_redis_one_process_journal_holds_back_read_through_in_every_process()
     c.child.wait().unwrap();
     read_through_trusted(&client, &b.base).await;
     redis.cli(&["FLUSHALL"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&client, &b.base).await["tier"]["blockingLeases"] != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "B never saw C's lease of the old epoch"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tier_until(
+        &client,
+        &b.base,
+        "B never saw C's lease of the old epoch",
+        |t| t["blockingLeases"] == 1,
+    )
+    .await;
     let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
         .args(["tier", "forget-instance", &c_id, "--yes"])
         .env_clear()
