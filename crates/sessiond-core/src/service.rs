@@ -372,14 +372,20 @@ impl Sessions {
             // Replacing the whole of `userData` (a non-object patch) writes every key.
             return Err(self.not_writable());
         }
+        // A holder names its session by its token: a session that ended after the token was
+        // checked (a revoke-all racing the patch) leaves the holder unauthenticated, as on
+        // every holder route, where a backend naming an id learns that the id is gone.
+        let gone = if origin.actor == Actor::Holder {
+            SessionError::Unauthenticated
+        } else {
+            SessionError::NotFound
+        };
         let limits = &self.policy.data;
         for _ in 0..PATCH_ATTEMPTS {
             let now = self.clock.now();
-            let current = self
-                .store
-                .load(id, now)
-                .await?
-                .ok_or(SessionError::NotFound)?;
+            let Some(current) = self.store.load(id, now).await? else {
+                return Err(gone);
+            };
             if let Some(expected) = if_match
                 && !expected.contains(&current.version)
             {
@@ -414,7 +420,7 @@ impl Sessions {
                     );
                     return Ok(record);
                 }
-                UpdateOutcome::NotFound => return Err(SessionError::NotFound),
+                UpdateOutcome::NotFound => return Err(gone),
                 UpdateOutcome::VersionMismatch { current } => {
                     if if_match.is_some() {
                         return Err(SessionError::PreconditionFailed { current });

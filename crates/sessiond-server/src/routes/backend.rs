@@ -142,6 +142,7 @@ pub async fn read(
         (status = 400, description = "Malformed id, patch or If-Match", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No live session with this id", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Concurrent writers won every compare-and-set attempt of an unconditional patch; retry", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 412, description = "If-Match is not the current version", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]

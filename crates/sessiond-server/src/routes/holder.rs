@@ -71,6 +71,7 @@ pub async fn read(holder: Holder) -> Response {
         (status = 400, description = "Malformed patch or If-Match", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "No live session for this token", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 403, description = "The patch writes a userData key only the backend may write (see session.holder_writable)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Concurrent writers won every compare-and-set attempt of an unconditional patch; retry", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 412, description = "If-Match is not the current version", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "userData would exceed its limit", body = ProblemDocument, content_type = "application/problem+json"),
     )

@@ -2,11 +2,17 @@
 //! cookie, reading and patching the own session, rotation, logout, idle expiry, and
 //! concurrent patches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ETAG, IF_MATCH, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use sessiond_core::{
+    Client, NewSession, Origin, Policy, SessionError, Sessions, SystemClock, UserId,
+};
+use sessiond_server::error::ApiError;
+use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
 
 use crate::helpers::{TestApp, ts};
 
@@ -892,4 +898,48 @@ async fn s07_no_activity_extends_a_session_past_its_absolute_expiry() {
         .json();
     assert_eq!(list, json!({"sessions": []}));
     app.shutdown().await;
+}
+
+/// A token holder whose session ends after its token was checked and before its patch lands (a
+/// revoke-all racing the request, as the OpenAPI fuzzer once met it) is told that its token is
+/// dead, as on every holder route: `401`, never the `404` that `PATCH /v1/session` does not
+/// answer. A backend naming the same id learns that the id is gone (`404`).
+#[tokio::test]
+async fn a_holder_patch_of_a_session_ended_under_it_is_unauthenticated() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open store");
+    let sessions = Sessions::new(Arc::new(store), Policy::default(), Arc::new(SystemClock));
+    let issued = sessions
+        .create(
+            NewSession {
+                user_id: UserId::parse("patch-race").expect("user id"),
+                user_data: Map::new(),
+                metadata: Map::new(),
+                ttl: None,
+                replaces: None,
+            },
+            Origin::CLI,
+        )
+        .await
+        .expect("create");
+    let id = issued.record.id;
+    assert!(sessions.revoke(&id, Origin::CLI).await.expect("revoke"));
+
+    let patch = json!({"cart": {"items": 1}});
+    let holder = sessions
+        .patch(&id, Some(&patch), None, Origin::holder(Client::NONE))
+        .await
+        .expect_err("the session is gone");
+    assert!(
+        matches!(holder, SessionError::Unauthenticated),
+        "{holder:?}"
+    );
+    assert_eq!(ApiError::from(holder).status(), StatusCode::UNAUTHORIZED);
+
+    let backend = sessions
+        .patch(&id, Some(&patch), None, Origin::CLI)
+        .await
+        .expect_err("the session is gone");
+    assert!(matches!(backend, SessionError::NotFound), "{backend:?}");
+    assert_eq!(ApiError::from(backend).status(), StatusCode::NOT_FOUND);
 }
