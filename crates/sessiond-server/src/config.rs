@@ -328,9 +328,9 @@ pub struct TierConfig {
     /// Most entries one shipment (one PostgreSQL transaction) carries.
     pub ship_batch: usize,
     /// Most entries the outbox holds while PostgreSQL cannot take them; past it, creates and
-    /// `userData` changes answer 503 (revocations always work). On Redis the outbox is one
-    /// stream per shard, each bounded by its share of this figure (at least 1,000, so one
-    /// busy user has room): see `stack::outbox_per_stream`.
+    /// `userData` changes answer 503 (revocations always work). On Redis Cluster the outbox
+    /// is one stream per shard, each bounded by its share of this figure (at least 1,000, so
+    /// one busy user has room): see `stack::outbox_per_stream`.
     pub max_outbox: u64,
     /// How long the audit trail keeps events (whole months are dropped once past it).
     #[serde(with = "duration")]

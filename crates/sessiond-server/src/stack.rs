@@ -83,7 +83,7 @@ impl StoreConfig {
                 .tier
                 .postgres_url
                 .is_some()
-                .then(|| outbox_per_stream(config.tier.max_outbox)),
+                .then(|| outbox_per_stream(config.tier.max_outbox, &topology)),
             ..RedisOptions::new(topology)
         })))
     }
@@ -98,14 +98,18 @@ impl StoreConfig {
     }
 }
 
-/// The bound of each shard's outbox stream on Redis, for `tier.max_outbox` in all: its share
-/// of the whole (users spread evenly over the 4096 shards), and at least 1,000 entries, so
-/// one user making many changes while PostgreSQL is slow is not refused long before the
-/// outbox as a whole is full.
-pub fn outbox_per_stream(max_outbox: u64) -> u64 {
-    max_outbox
-        .div_ceil(sessiond_core::Shard::COUNT as u64)
-        .max(1_000)
+/// The bound of each outbox stream on Redis, for `tier.max_outbox` in all. Standalone and
+/// Sentinel keep one stream: all of it. Cluster keeps one per shard: its share of the whole
+/// (users spread evenly over the 4096 shards), and at least 1,000 entries, so one user making
+/// many changes while PostgreSQL is slow is not refused long before the outbox as a whole is
+/// full.
+pub fn outbox_per_stream(max_outbox: u64, topology: &Topology) -> u64 {
+    match topology {
+        Topology::Cluster(_) => max_outbox
+            .div_ceil(sessiond_core::Shard::COUNT as u64)
+            .max(1_000),
+        Topology::Standalone(_) | Topology::Sentinel { .. } => max_outbox,
+    }
 }
 
 /// Opens the engine alone, with nothing stacked on it: what the operator's commands

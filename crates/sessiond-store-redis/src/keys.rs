@@ -11,8 +11,10 @@
 //!   (with the durable tier only), so a read-through racing it cannot write the session back.
 //! - `<prefix>r:{<shard>}<userId>`: the same for a revoke-all: its time (ms) and the member it
 //!   kept.
-//! - `<prefix>o:{<shard>}`: the shard's outbox for the durable tier (a stream, kept only
-//!   with the tier; see `outbox`), no TTL: entries leave when the tier has them.
+//! - `<prefix>o`: the outbox for the durable tier on standalone and Sentinel (a stream, kept
+//!   only with the tier; see `outbox`), no TTL: entries leave when the tier has them. On
+//!   Cluster, where a script may only touch keys of its own slot, each shard has its own,
+//!   `<prefix>o:{<shard>}`.
 //! - `<prefix>epoch`: a random value made once (no TTL), so processes see that Redis lost its
 //!   data when it changes; `<prefix>journals`: the set of processes whose journal holds
 //!   revocations the durable tier does not have yet (`docs/design.md` §10). Both only with
@@ -36,16 +38,29 @@
 
 use sessiond_core::{SessionId, Shard, Timestamp, UserId};
 
+/// Where the outbox's entries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutboxLayout {
+    /// One stream for every shard: every key is on one primary (standalone, Sentinel), so any
+    /// script may append to it, and the shipper reads and trims it with one command each.
+    One,
+    /// A stream per shard, sharing the shard's hash tag: on Cluster a script may only touch
+    /// keys of its own slot.
+    PerShard,
+}
+
 /// Key names under a fixed prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: String,
+    outboxes: OutboxLayout,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str, outboxes: OutboxLayout) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            outboxes,
         }
     }
 
@@ -136,9 +151,12 @@ impl Keys {
         format!("{}journals", self.prefix)
     }
 
-    /// The outbox stream of `shard`.
+    /// The outbox stream that changes of `shard` go to.
     pub(crate) fn outbox(&self, shard: Shard) -> String {
-        format!("{}o:{{{}}}", self.prefix, shard.as_str())
+        match self.outboxes {
+            OutboxLayout::One => format!("{}o", self.prefix),
+            OutboxLayout::PerShard => format!("{}o:{{{}}}", self.prefix, shard.as_str()),
+        }
     }
 
     /// Built by hand, not with `format!`: it runs on every validation.
@@ -173,6 +191,20 @@ pub(crate) fn member(id: &SessionId) -> &str {
         .unwrap_or_default()
 }
 
+/// A session id without its `sess_` prefix: its shard, then its member. What the outbox names a
+/// session by, so an entry says which session it is about whatever stream holds it.
+pub(crate) fn unprefixed(id: &SessionId) -> &str {
+    id.as_str()
+        .get(SessionId::PREFIX.len()..)
+        .unwrap_or_default()
+}
+
+/// The session id an [`unprefixed`] id stands for.
+pub(crate) fn id_from_unprefixed(unprefixed: &[u8]) -> Option<SessionId> {
+    let unprefixed = std::str::from_utf8(unprefixed).ok()?;
+    SessionId::parse(&format!("{}{unprefixed}", SessionId::PREFIX)).ok()
+}
+
 /// The session id an index member of `shard` stands for.
 pub(crate) fn id_from_member(shard: Shard, member: &[u8]) -> Option<SessionId> {
     let member = std::str::from_utf8(member).ok()?;
@@ -205,19 +237,30 @@ mod tests {
     fn record_and_index_share_a_hash_tag() {
         let user = UserId::parse("user_12345").unwrap();
         let id = Token::generate(&user).unwrap().session_id().clone();
-        let keys = Keys::new("sd:");
+        let keys = Keys::new("sd:", OutboxLayout::PerShard);
         let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
         assert_eq!(tag(&keys.record(&id)), tag(&keys.index(&user)));
         assert!(keys.record(&id).starts_with("sd:s:{"));
         assert_eq!(keys.record(&id).len(), "sd:s:{}".len() + 16);
         assert!(keys.index(&user).ends_with("}user_12345"));
-        assert_eq!(id_from_member(id.shard(), member(&id).as_bytes()), Some(id));
+        assert_eq!(
+            id_from_member(id.shard(), member(&id).as_bytes()),
+            Some(id.clone())
+        );
         assert_eq!(id_from_member(user.shard(), b"short"), None);
+        assert_eq!(
+            id_from_unprefixed(unprefixed(&id).as_bytes()),
+            Some(id.clone())
+        );
+        assert_eq!(
+            unprefixed(&id),
+            format!("{}{}", id.shard().as_str(), member(&id))
+        );
     }
 
     #[test]
     fn a_user_id_with_braces_keeps_sessionds_hash_tag() {
-        let keys = Keys::new("sd:");
+        let keys = Keys::new("sd:", OutboxLayout::PerShard);
         for raw in ["{x}", "}{", "a}b{c}", "{", "*?[]:/"] {
             let user = UserId::parse(raw).unwrap();
             let key = keys.index(&user);
@@ -230,7 +273,7 @@ mod tests {
 
     #[test]
     fn only_keys_of_sessionds_exact_shapes_are_its_own() {
-        let keys = Keys::new("sd:");
+        let keys = Keys::new("sd:", OutboxLayout::PerShard);
         let user = UserId::parse("user_12345").unwrap();
         let id = Token::generate(&user).unwrap().session_id().clone();
         assert!(keys.is_record(keys.record(&id).as_bytes()));
@@ -257,7 +300,7 @@ mod tests {
         }
         assert_eq!(keys.record_pattern(), "sd:s:{??}??????????????");
         assert_eq!(keys.index_pattern(), "sd:u:{??}?*");
-        let odd = Keys::new("a*[b]:");
+        let odd = Keys::new("a*[b]:", OutboxLayout::PerShard);
         assert_eq!(odd.index_pattern(), "a\\*\\[b\\]:u:{??}?*");
     }
 

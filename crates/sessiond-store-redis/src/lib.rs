@@ -64,8 +64,8 @@ pub use options::{ReadFrom, RedisOptions, defaults};
 
 use crate::codec::{decode, encode, encode_object, parse_version, u48, version_bytes};
 use crate::connection::store_error;
-use crate::keys::Keys;
-use crate::keys::{cold_score, expired_score, id_from_member, member, score};
+use crate::keys::{Keys, OutboxLayout};
+use crate::keys::{cold_score, expired_score, id_from_member, member, score, unprefixed};
 use crate::outbox::Outbox;
 use crate::primary::{FixedPrimary, PrimarySource};
 use crate::replication::{Replicated, ReplicationOptions};
@@ -146,11 +146,17 @@ impl RedisStore {
                 connection::cluster(nodes, &options.tls_roots, options.timeout).await?,
             ),
         };
+        let outboxes = match backend {
+            Backend::Replicated(_) => OutboxLayout::One,
+            Backend::Cluster(_) => OutboxLayout::PerShard,
+        };
         Ok(RedisStore {
             backend,
-            keys: Keys::new(&options.key_prefix),
+            keys: Keys::new(&options.key_prefix, outboxes),
             timeout: options.timeout,
-            outbox: options.outbox_per_stream.map(Outbox::new),
+            outbox: options
+                .outbox_per_stream
+                .map(|bound| Outbox::new(bound, outboxes)),
             tombstone_ms: u64::try_from(options.tombstone_ttl.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1),
@@ -284,7 +290,7 @@ impl SessionStore for RedisStore {
                     .arg(at.as_millis())
                     .arg(&u48(at.as_millis())[..])
                     .arg(self.outbox_bound())
-                    .arg(member(id))
+                    .arg(unprefixed(id))
                     .invoke_async::<i64>(&mut c)
                     .await
             })
@@ -325,7 +331,7 @@ impl SessionStore for RedisStore {
                     .arg(&next[..])
                     .arg(self.outbox_bound())
                     .arg(event.as_str())
-                    .arg(member(id))
+                    .arg(unprefixed(id))
                     .invoke_async::<UpdateReply>(&mut c)
                     .await
             })
@@ -364,7 +370,7 @@ impl SessionStore for RedisStore {
                     .arg(&replacement.as_bytes()[..])
                     .arg(self.outbox_bound())
                     .arg(event.as_str())
-                    .arg(member(id))
+                    .arg(unprefixed(id))
                     .invoke_async::<RotateReply>(&mut c)
                     .await
             })

@@ -57,9 +57,10 @@ pub struct RedisOptions {
     pub min_replica_acks: usize,
     /// Certificate authorities for `rediss` URLs (PEM); `None` trusts the system's roots.
     pub tls_roots: TlsRoots,
-    /// With the durable tier: keep an outbox, of at most this many entries per shard's
-    /// stream (past it, creates and patches of that shard are refused; revocations never
-    /// are). `None` keeps none.
+    /// With the durable tier: keep an outbox, of at most this many entries per stream (the
+    /// one stream on standalone and Sentinel, each shard's on Cluster; past it, creates and
+    /// patches that would add to that stream are refused; revocations never are). `None`
+    /// keeps none.
     pub outbox_per_stream: Option<u64>,
     /// With the outbox: how long a revocation's tombstone keeps a read-through from writing
     /// the session back.

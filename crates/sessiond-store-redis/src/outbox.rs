@@ -3,22 +3,25 @@
 //!
 //! # Layout
 //!
-//! One stream per shard, `<prefix>o:{<shard>}`: it shares the hash tag of the records and
-//! indexes of its shard, so a script may append to it on every topology (Cluster included),
-//! and an entry's position is its stream id (`ms-seq`, Redis's clock), which keeps growing
-//! after a flush as long as Redis's clock does. An entry is a few fields:
+//! On standalone and Sentinel, one stream, `<prefix>o`: every key is on one primary, so every
+//! script may append to it, and the shipper reads a batch with one `XRANGE` and removes it
+//! with one `XDEL`, whatever the number of sessions the batch touches. On Cluster a script
+//! may only touch keys of its own slot, so each shard has its own stream, `<prefix>o:{<shard>}`,
+//! sharing the hash tag of the shard's records and indexes. Either way an entry's position is
+//! its stream id (`ms-seq`, Redis's clock), which keeps growing after a flush as long as
+//! Redis's clock does. An entry is a few fields:
 //!
 //! | field | meaning |
 //! |---|---|
-//! | `c` | the change: `l` live (with `m`, `r`), `x` one session ended (`m`), `u` the user's sessions ended (`m`: the members removed, space-separated; `k`: the member kept, or empty), `a` everyone's ended |
-//! | `m` | the session's index member (its id without prefix and shard) |
+//! | `c` | the change: `l` live (with `m`, `r`), `x` one session ended (`m`), `u` the user's sessions ended (`m`: the sessions removed, space-separated; `k`: the session kept, or empty), `a` everyone's ended |
+//! | `m` | the session, by its id without the `sess_` prefix (its shard, then its index member) |
 //! | `u` | the user of a session ended by id (the event was built before the script read it) |
 //! | `r` | the record's bytes as the script left them (`codec`) |
 //! | `e` | the event (JSON of `AuditEvent`), built by sessiond before the script runs; absent for a change that is no event (a touch, an expired record removed, the earlier batches of a revoke-all) |
 //! | `j`, `i` | the event is the `i`th derived from `e`: `ev` the session `m` evicted by `e`'s, `rp` replaced by it |
 //! | `n` | a revoke-all's count, known only to its last batch |
 //!
-//! # Finding entries
+//! # Finding entries on Cluster
 //!
 //! Reading 4096 streams on every shipment would cost Redis more than the changes do, so each
 //! process keeps the shards it wrote to (or found entries in) as *dirty*, and reads only
@@ -41,7 +44,7 @@ use tokio::task::JoinSet;
 use crate::RedisStore;
 use crate::codec::decode;
 use crate::connection::{Connection, store_error};
-use crate::keys::id_from_member;
+use crate::keys::{OutboxLayout, id_from_unprefixed};
 use crate::routing::{Backend, timed};
 
 /// How often every shard's stream is read, for entries no process has marked.
@@ -61,6 +64,8 @@ pub(crate) fn everyone_stream() -> Shard {
 pub(crate) struct Outbox {
     /// Most entries one stream holds before changes that add data are refused.
     pub(crate) bound: u64,
+    layout: OutboxLayout,
+    /// What this process knows of the shards' streams (Cluster only).
     state: Mutex<State>,
 }
 
@@ -80,10 +85,11 @@ struct State {
 }
 
 impl Outbox {
-    /// An outbox of at most `bound` entries per stream.
-    pub(crate) fn new(bound: u64) -> Self {
+    /// An outbox of at most `bound` entries per stream, laid out as `layout`.
+    pub(crate) fn new(bound: u64, layout: OutboxLayout) -> Self {
         Outbox {
             bound: bound.max(1),
+            layout,
             state: Mutex::new(State::default()),
         }
     }
@@ -96,7 +102,11 @@ impl Outbox {
     }
 
     /// Marks `shard` as possibly holding entries (after every write to it, answered or not).
+    /// The one stream of standalone and Sentinel is always read: nothing to mark.
     pub(crate) fn mark(&self, shard: Shard) {
+        if self.layout == OutboxLayout::One {
+            return;
+        }
         let mut s = self.state();
         s.marks += 1;
         let mark = s.marks;
@@ -238,11 +248,12 @@ fn stream_entries(reply: Value) -> Result<Vec<(Vec<u8>, Fields)>, StoreError> {
     Ok(out)
 }
 
-/// One stream entry of `shard` as the entry it records.
-fn decode_entry(shard: Shard, id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
+/// One stream entry as the entry it records.
+fn decode_entry(id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
     let field = |name: &[u8]| fields.get(name).map(Vec::as_slice);
-    let session =
-        |member: &[u8]| id_from_member(shard, member).ok_or_else(|| corrupt("names no session"));
+    let session = |unprefixed: &[u8]| {
+        id_from_unprefixed(unprefixed).ok_or_else(|| corrupt("names no session"))
+    };
     let position = position(id).ok_or_else(|| corrupt("has an id that is no position"))?;
     let mut event = match field(b"e") {
         Some(json) => Some(
@@ -382,6 +393,9 @@ impl RedisStore {
         let Some(outbox) = &self.outbox else {
             return Ok(Vec::new());
         };
+        if outbox.layout == OutboxLayout::One {
+            return self.read_one(max).await;
+        }
         let mut out = Vec::new();
         // The dirty shards first, then (when one is due) the sweep, as far as `max` allows.
         let dirty = outbox.dirty();
@@ -412,6 +426,26 @@ impl RedisStore {
         out.sort_by_key(|e| e.position);
         out.truncate(max);
         Ok(out)
+    }
+
+    /// The oldest `max` entries of the one stream (which every shard's name gives).
+    async fn read_one(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE")
+            .arg(self.keys.outbox(everyone_stream()))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(max);
+        let reply = self.per_stream(vec![pipe]).await?;
+        let entries = match reply.into_iter().next().and_then(|r| r.into_iter().next()) {
+            Some(v) => stream_entries(v)?,
+            None => Vec::new(),
+        };
+        entries
+            .iter()
+            .map(|(id, fields)| decode_entry(id, fields))
+            .collect()
     }
 
     /// Reads the oldest entries of the streams of `shards` into `out`, up to `max` in all:
@@ -454,7 +488,7 @@ impl RedisStore {
                 outbox.mark(*shard);
             }
             for (id, fields) in &entries {
-                out.push(decode_entry(*shard, id, fields)?);
+                out.push(decode_entry(id, fields)?);
             }
             if entries.len() == want
                 && let Some((last, _)) = entries.last()
@@ -477,7 +511,7 @@ impl RedisStore {
                     None => Vec::new(),
                 };
                 for (id, fields) in &entries {
-                    out.push(decode_entry(shard, id, fields)?);
+                    out.push(decode_entry(id, fields)?);
                 }
                 match entries.last() {
                     Some((id, _)) if entries.len() == count => last = id.clone(),
@@ -497,6 +531,20 @@ impl RedisStore {
             return Ok(());
         };
         if shipped.is_empty() {
+            return Ok(());
+        }
+        if outbox.layout == OutboxLayout::One {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XDEL")
+                .arg(self.keys.outbox(everyone_stream()))
+                .arg(
+                    shipped
+                        .iter()
+                        .map(|e| stream_id(e.position))
+                        .collect::<Vec<_>>(),
+                )
+                .ignore();
+            self.per_stream(vec![pipe]).await?;
             return Ok(());
         }
         let mut by_stream: HashMap<Shard, Vec<String>> = HashMap::new();
@@ -539,7 +587,11 @@ impl RedisStore {
             return Ok(None);
         };
         let mut backlog = OutboxBacklog::default();
-        for chunk in outbox.dirty().chunks(CHUNK) {
+        let streams = match outbox.layout {
+            OutboxLayout::One => vec![(everyone_stream(), 0)],
+            OutboxLayout::PerShard => outbox.dirty(),
+        };
+        for chunk in streams.chunks(CHUNK) {
             let pipes = chunk
                 .iter()
                 .map(|(shard, _)| {
@@ -652,22 +704,18 @@ mod tests {
 
     #[test]
     fn an_entry_of_unknown_shape_is_corrupt_not_a_panic() {
-        let shard = everyone_stream();
         let mut fields = BTreeMap::new();
-        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "no change");
+        assert!(decode_entry(b"1-0", &fields).is_err(), "no change");
         fields.insert(b"c".to_vec(), b"x".to_vec());
-        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "no member");
+        assert!(decode_entry(b"1-0", &fields).is_err(), "no member");
         fields.insert(b"m".to_vec(), b"short".to_vec());
-        assert!(
-            decode_entry(shard, b"1-0", &fields).is_err(),
-            "not a member"
-        );
+        assert!(decode_entry(b"1-0", &fields).is_err(), "not a member");
         fields.insert(b"c".to_vec(), b"a".to_vec());
         assert!(matches!(
-            decode_entry(shard, b"1-0", &fields).map(|e| e.change),
+            decode_entry(b"1-0", &fields).map(|e| e.change),
             Ok(DurableChange::AllEnded)
         ));
         fields.insert(b"e".to_vec(), b"{not json".to_vec());
-        assert!(decode_entry(shard, b"1-0", &fields).is_err(), "bad event");
+        assert!(decode_entry(b"1-0", &fields).is_err(), "bad event");
     }
 }

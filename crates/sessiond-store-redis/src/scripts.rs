@@ -7,8 +7,10 @@
 //! Cluster slot.
 //!
 //! With the durable tier, every script that changes a session also appends what it did to
-//! the shard's outbox stream (a declared key with the same hash tag), in the same atomic
-//! run: the field layout is `outbox`'s. A bound of 0 keeps no outbox.
+//! the outbox stream (a declared key: the one stream on standalone and Sentinel, the shard's
+//! own, with the same hash tag, on Cluster), in the same atomic run: the field layout is
+//! `outbox`'s, where a session is named by its id without the `sess_` prefix (its shard and
+//! index member), whatever stream it is in. A bound of 0 keeps no outbox.
 
 use std::sync::LazyLock;
 
@@ -18,8 +20,10 @@ use redis::Script;
 /// Lua numbers are doubles), `live(h, now)` says whether the header `h` describes a session
 /// live at `now`, `full(key, bound)` whether the outbox `key` holds `bound` entries,
 /// `note(key, bound, fields...)` appends an entry to it (nothing when `bound` is 0),
-/// `is_cold(m)` whether an index member stands for a cold session and `cold_live(score, now)`
-/// whether a cold entry's score (its expiry) is after `now` (a missing score is not).
+/// `is_cold(m)` whether an index member stands for a cold session, `cold_live(score, now)`
+/// whether a cold entry's score (its expiry) is after `now` (a missing score is not), and
+/// `shard_of(prefix)` the shard of a key prefix ending in `{<shard>}` (what an index member is
+/// put after to name its session in the outbox).
 ///
 /// A cold session (the demoter took its record out, the durable tier holds it) keeps its
 /// place in its user's index as `~` and its member (`~` is never in an id), scored with its
@@ -46,6 +50,9 @@ end
 local function cold_live(score, now)
   return score and tonumber(score) * 1000 > now
 end
+local function shard_of(prefix)
+  return string.sub(prefix, -3, -2)
+end
 ";
 
 /// A script that may grow memory: with a shebang and no `allow-oom` flag, Redis refuses it
@@ -62,7 +69,7 @@ fn freeing_script(body: &str) -> Script {
 }
 
 /// Records activity. KEYS: record, outbox. ARGV: at (ms, decimal), at (48-bit header form),
-/// outbox bound, member. The new record goes to the outbox unless it is full (a touch only
+/// outbox bound, the session id without its prefix. The new record goes to the outbox unless it is full (a touch only
 /// ages `lastActivity`; it never refuses one).
 /// Returns 2 if the session was live at `at` and an outbox entry was added, 1 if it was live,
 /// else 0 (and writes nothing).
@@ -184,14 +191,15 @@ if indexed then
 end
 local ttl = math.max(1, last * 1000 - now)
 redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-note(KEYS[3], bound, 'c', 'l', 'm', ARGV[4], 'r', ARGV[1], 'e', ARGV[11])
+local shard = shard_of(ARGV[8])
+note(KEYS[3], bound, 'c', 'l', 'm', shard .. ARGV[4], 'r', ARGV[1], 'e', ARGV[11])
 for i = 3, #result do
-  note(KEYS[3], bound, 'c', 'x', 'm', result[i], 'e', ARGV[11], 'j', 'ev',
+  note(KEYS[3], bound, 'c', 'x', 'm', shard .. result[i], 'e', ARGV[11], 'j', 'ev',
     'i', string.format('%d', i - 2))
   if bound > 0 then redis.call('SET', ARGV[12] .. result[i], '1', 'PX', ARGV[13]) end
 end
 if replaced then
-  note(KEYS[3], bound, 'c', 'x', 'm', replaced, 'e', ARGV[11], 'j', 'rp',
+  note(KEYS[3], bound, 'c', 'x', 'm', shard .. replaced, 'e', ARGV[11], 'j', 'rp',
     'i', string.format('%d', #result - 1))
   if bound > 0 then redis.call('SET', ARGV[12] .. replaced, '1', 'PX', ARGV[13]) end
 end
@@ -202,7 +210,7 @@ return result
 
 /// Compare-and-set of `userData` on `version`. KEYS: record, outbox. ARGV: expected version,
 /// now ms, new userData (stored form), new version (versions in the 48-bit header form),
-/// outbox bound, the event (JSON), member.
+/// outbox bound, the event (JSON), the session id without its prefix.
 /// Returns {0} not found, {2, current version} mismatch, {3} outbox full, {1, new record}
 /// updated.
 pub(crate) static UPDATE_DATA: LazyLock<Script> = LazyLock::new(|| {
@@ -231,7 +239,7 @@ return {1, out}
 });
 
 /// Compare-and-set of the secret hash. KEYS: record, outbox. ARGV: now ms, expected hash, new
-/// hash, outbox bound, the event (JSON), member. Recorded even in a full outbox: it ends the
+/// hash, outbox bound, the event (JSON), the session id without its prefix. Recorded even in a full outbox: it ends the
 /// old token. Returns {0} not found, {2} stale, {1, new record} rotated.
 pub(crate) static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -264,10 +272,10 @@ local user = string.sub(r, 66, 65 + ulen)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[2] .. user, ARGV[3])
 if live(r, tonumber(ARGV[1])) then
-  note(KEYS[2], bound, 'c', 'x', 'm', ARGV[3], 'u', user, 'e', ARGV[5])
+  note(KEYS[2], bound, 'c', 'x', 'm', shard_of(ARGV[2]) .. ARGV[3], 'u', user, 'e', ARGV[5])
   return {2, user}
 end
-note(KEYS[2], bound, 'c', 'x', 'm', ARGV[3], 'u', user)
+note(KEYS[2], bound, 'c', 'x', 'm', shard_of(ARGV[2]) .. ARGV[3], 'u', user)
 return {1, ''}
 ",
     )
@@ -315,6 +323,7 @@ if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[8])
 end
 local removed = 0
+local shard = shard_of(ARGV[2])
 local gone = {}
 local entries = redis.call('ZRANGE', KEYS[1], 0, batch, 'WITHSCORES')
 for i = 1, #entries, 2 do
@@ -329,7 +338,7 @@ for i = 1, #entries, 2 do
       if live(redis.call('GETRANGE', key, 0, 18), now) then removed = removed + 1 end
       redis.call('DEL', key)
     end
-    table.insert(gone, m)
+    table.insert(gone, shard .. m)
   end
 end
 local left = redis.call('ZCARD', KEYS[1])
@@ -340,7 +349,9 @@ local bound = tonumber(ARGV[5])
 if more == 1 then
   for _, m in ipairs(gone) do note(KEYS[2], bound, 'c', 'x', 'm', m) end
 else
-  note(KEYS[2], bound, 'c', 'u', 'm', table.concat(gone, ' '), 'k', ARGV[3], 'e', ARGV[6],
+  local kept = ''
+  if ARGV[3] ~= '' then kept = shard .. ARGV[3] end
+  note(KEYS[2], bound, 'c', 'u', 'm', table.concat(gone, ' '), 'k', kept, 'e', ARGV[6],
     'n', string.format('%d', tonumber(ARGV[7]) + removed))
 end
 return {removed, more}
@@ -396,7 +407,8 @@ return 1
     )
 });
 
-/// Records revoke-everyone once its walk is done. KEYS: the outbox of the first shard. ARGV:
+/// Records revoke-everyone once its walk is done. KEYS: the outbox (the first shard's on
+/// Cluster). ARGV:
 /// the event (JSON), the id of the marker entry written before the walk (or empty). The
 /// marker (every session created by then ended, no event) is what a walk cut short leaves;
 /// a finished one replaces it with the same change carrying its event.

@@ -1,7 +1,8 @@
 //! The Redis engine keeping an outbox for the durable tier: the outbox conformance suite on
 //! standalone and on a Cluster, the store conformance suite again with the outbox on (keeping
-//! one changes no answer), and what only this engine must get right: entries spread over the
-//! shards' streams, found by a process that did not write them, a revoke-all in several
+//! one changes no answer), and what only this engine must get right: entries of every shard,
+//! in the one stream of standalone or spread over the shards' streams of a Cluster, found by a
+//! process that did not write them, a revoke-all in several
 //! batches, and revoke-everyone recorded before its walk.
 
 #![allow(
@@ -68,13 +69,15 @@ async fn all(store: &dyn SessionStore) -> Vec<OutboxEntry> {
     store.outbox_read(1_000_000).await.expect("read the outbox")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_process_finds_every_entry_of_every_shard() {
-    let server = RedisServer::start();
-    let writer = RedisStore::connect(&options(&server.url(), 1_000))
+/// Creates sessions of users of many shards through one process, drops it (it died before
+/// shipping), and ships everything through another: returns the ids created, the backlog the
+/// second process reported before its first read, and its backlog once it has shipped all.
+async fn written_by_one_shipped_by_another(
+    url: &str,
+) -> (HashSet<sessiond_core::SessionId>, Option<u64>, Option<u64>) {
+    let writer = RedisStore::connect(&options(url, 1_000))
         .await
         .expect("connect");
-    // Users of many shards.
     let mut ids = HashSet::new();
     let mut shards = HashSet::new();
     for i in 0..300 {
@@ -93,11 +96,10 @@ async fn another_process_finds_every_entry_of_every_shard() {
         shards.len()
     );
     drop(writer);
-    // A process that wrote none of them (the writer died before shipping) sweeps them all.
-    let shipper = RedisStore::connect(&options(&server.url(), 1_000))
+    let shipper = RedisStore::connect(&options(url, 1_000))
         .await
         .expect("connect");
-    let backlog_before = shipper.outbox_backlog().await.expect("backlog");
+    let before = shipper.outbox_backlog().await.expect("backlog");
     let mut found = HashSet::new();
     loop {
         let batch = shipper.outbox_read(64).await.expect("read");
@@ -105,6 +107,11 @@ async fn another_process_finds_every_entry_of_every_shard() {
             break;
         }
         assert!(batch.len() <= 64, "a read gives at most what was asked");
+        assert!(
+            // Two streams (on two Cluster nodes) may give the same position.
+            batch.windows(2).all(|w| w[0].position <= w[1].position),
+            "a batch is in position order"
+        );
         for e in &batch {
             match &e.change {
                 DurableChange::Live(r) => assert!(found.insert(r.id.clone()), "read once"),
@@ -114,13 +121,43 @@ async fn another_process_finds_every_entry_of_every_shard() {
         shipper.outbox_remove(&batch).await.expect("remove");
     }
     assert_eq!(found, ids, "every entry, each once");
+    let after = shipper.outbox_backlog().await.expect("backlog");
     assert_eq!(
-        backlog_before.map(|b| b.entries),
+        after.map(|b| b.oldest),
+        Some(None),
+        "nothing is left, so nothing is oldest"
+    );
+    (ids, before.map(|b| b.entries), after.map(|b| b.entries))
+}
+
+/// Standalone keeps one stream: a process that wrote none of the entries sees them all in its
+/// backlog at once, and ships them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_sees_and_ships_every_entry_of_the_one_stream() {
+    let server = RedisServer::start();
+    let (ids, before, after) = written_by_one_shipped_by_another(&server.url()).await;
+    assert_eq!(
+        before,
+        Some(ids.len() as u64),
+        "the one stream is read live"
+    );
+    assert_eq!(after, Some(0));
+}
+
+/// Cluster keeps a stream per shard: a process that wrote none of them (the writer died
+/// before shipping) finds them all by its sweep, though before its first read it knows of none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cluster_another_process_finds_every_entry_of_every_shard() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .expect("start the cluster");
+    let (_, before, after) = written_by_one_shipped_by_another(&cluster.url()).await;
+    assert_eq!(
+        before,
         Some(0),
         "before its first read, a process knows of no entry of another"
     );
-    let after = shipper.outbox_backlog().await.expect("backlog");
-    assert_eq!(after.map(|b| (b.entries, b.oldest)), Some((0, None)));
+    assert_eq!(after, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

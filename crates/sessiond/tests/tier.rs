@@ -1202,7 +1202,7 @@ async fn on_redis_idle_sessions_leave_redis_and_come_back_on_use() {
         per_session(cold.saturating_sub(empty))
     );
     // What stays is each user's index (a cold session keeps its entry there, so the cap and
-    // revoke-all count it) and the shards' emptied outbox streams, not the records.
+    // revoke-all count it) and the emptied outbox stream, not the records.
     assert!(
         per_session(cold.saturating_sub(empty)) < per_session(hot.saturating_sub(empty)) / 2.0,
         "demoted sessions free their records: {hot} → {cold} bytes"
