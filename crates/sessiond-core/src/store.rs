@@ -6,6 +6,7 @@
 //! conformance suite in `sessiond-testkit`.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -244,6 +245,19 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let _ = max;
         Ok(Vec::new())
+    }
+
+    /// Whether this process is the one to ship the outbox now, holding that turn for `hold`
+    /// unless it asks again before then. A store whose outbox several processes share as one
+    /// queue (Redis standalone and Sentinel: one stream) gives the turn to one process at a
+    /// time, so the entries are not shipped once per process; when the holder stops asking
+    /// (it died), another gets the turn once `hold` has passed. Shipping out of turn is never
+    /// wrong (shipments are idempotent): a shipper that must empty the outbox now (a
+    /// revocation waiting, a shutdown) ships whatever this says. By default always `true` (one
+    /// process per store, or each process reading what it wrote).
+    async fn outbox_turn(&self, hold: Duration) -> Result<bool, StoreError> {
+        let _ = hold;
+        Ok(true)
     }
 
     /// Removes entries the durable tier has committed. Removing one already removed is no

@@ -45,6 +45,7 @@
 //! ```
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -192,6 +193,10 @@ pub trait StoreWrapper: Debug + Send + Sync + 'static {
         self.inner().outbox_read(max).await
     }
 
+    async fn outbox_turn(&self, hold: Duration) -> Result<bool, StoreError> {
+        self.inner().outbox_turn(hold).await
+    }
+
     async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
         self.inner().outbox_remove(shipped).await
     }
@@ -335,6 +340,10 @@ impl<W: StoreWrapper> SessionStore for Wrapped<W> {
 
     async fn outbox_read(&self, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.0.outbox_read(max).await
+    }
+
+    async fn outbox_turn(&self, hold: Duration) -> Result<bool, StoreError> {
+        self.0.outbox_turn(hold).await
     }
 
     async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {

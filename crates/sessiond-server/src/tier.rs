@@ -213,6 +213,7 @@ impl Shipper {
                 store,
                 tier: tier.clone(),
                 batch: config.ship_batch,
+                turn: turn_hold(config.ship_interval),
                 clock: clock.clone(),
                 metrics,
                 measured: std::sync::Mutex::new(None),
@@ -269,6 +270,8 @@ struct Loop {
     store: Arc<dyn SessionStore>,
     tier: Tier,
     batch: usize,
+    /// How long this process's turn to ship lasts unless it ships again.
+    turn: Duration,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// When the backlog metrics were last refreshed.
@@ -276,10 +279,15 @@ struct Loop {
 }
 
 impl Loop {
-    /// Ships the journal, if anything waits there, then one batch of the outbox; returns how
-    /// many outbox entries it shipped.
-    async fn ship_once(&self) -> Result<usize, StoreError> {
+    /// Ships the journal, if anything waits there, then one batch of the outbox if it is this
+    /// process's turn or the shipment is `urgent`; returns how many outbox entries it shipped.
+    async fn ship_once(&self, urgent: bool) -> Result<usize, StoreError> {
         self.tier.journal.ship(&*self.tier.tier).await?;
+        // Processes sharing one outbox take turns; a revocation waiting for the tier (or a
+        // shutdown) cannot wait for another's turn, and shipping twice is harmless.
+        if !urgent && !self.store.outbox_turn(self.turn).await? {
+            return Ok(0);
+        }
         let shipped = ship_batch(&*self.store, &*self.tier.tier, self.batch).await?;
         self.metrics.tier_shipped.inc_by(shipped as u64);
         Ok(shipped)
@@ -315,7 +323,8 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
         // Requests made before this read had their entries in the outbox already: a shipment
         // that empties it satisfies them.
         let requested = l.tier.flush.requested.load(Ordering::Acquire);
-        let wait = match l.ship_once().await {
+        let urgent = stopping || requested > *l.tier.flush.done.borrow();
+        let wait = match l.ship_once(urgent).await {
             Ok(shipped) => {
                 if failures > 0 {
                     tracing::info!(
@@ -365,6 +374,13 @@ async fn ship_loop(l: Loop, interval: Duration, mut stopped: watch::Receiver<boo
             _ = stopped.changed() => {}
         }
     }
+}
+
+/// How long a process's turn to ship a shared outbox lasts unless renewed: a few ship
+/// intervals, so a holder that is busy shipping keeps it, and at least a second. It is also the
+/// longest the outbox waits for another process when the holder dies.
+fn turn_hold(interval: Duration) -> Duration {
+    interval.saturating_mul(3).max(Duration::from_secs(1))
 }
 
 /// Most sessions one demoter round asks the tier for.

@@ -15,6 +15,8 @@
 //!   only with the tier; see `outbox`), no TTL: entries leave when the tier has them. On
 //!   Cluster, where a script may only touch keys of its own slot, each shard has its own,
 //!   `<prefix>o:{<shard>}`.
+//! - `<prefix>shipper`: the id of the process whose turn it is to ship the one outbox stream,
+//!   with a TTL of a few ship intervals, renewed while it ships (see `outbox`).
 //! - `<prefix>epoch`: a random value made once (no TTL), so processes see that Redis lost its
 //!   data when it changes; `<prefix>journals`: the set of processes whose journal holds
 //!   revocations the durable tier does not have yet (`docs/design.md` §10). Both only with
@@ -144,6 +146,11 @@ impl Keys {
     /// The store's epoch.
     pub(crate) fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
+    }
+
+    /// Which process ships the one outbox stream now.
+    pub(crate) fn ship_turn(&self) -> String {
+        format!("{}shipper", self.prefix)
     }
 
     /// The set of processes whose journal holds revocations.

@@ -661,6 +661,10 @@ impl SessionStore for RedisStore {
         self.read_outbox(max).await
     }
 
+    async fn outbox_turn(&self, hold: Duration) -> Result<bool, StoreError> {
+        self.outbox_turn_now(hold).await
+    }
+
     async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
         self.remove_from_outbox(shipped).await
     }

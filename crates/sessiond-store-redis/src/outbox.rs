@@ -21,6 +21,15 @@
 //! | `j`, `i` | the event is the `i`th derived from `e`: `ev` the session `m` evicted by `e`'s, `rp` replaced by it |
 //! | `n` | a revoke-all's count, known only to its last batch |
 //!
+//! # One shipper at a time on one stream
+//!
+//! Every process reading the head of the one stream would ship each entry once per process.
+//! So the processes take turns: the one named in `<prefix>shipper` ships, renewing its turn
+//! each time it looks at the outbox; another takes the turn once the holder has not renewed it
+//! for its hold (a few ship intervals: it died, or stopped). A process that must empty the
+//! outbox now (a revocation waiting for PostgreSQL, a shutdown) ships out of turn; shipments
+//! are idempotent, so two at once cost work, never correctness.
+//!
 //! # Finding entries on Cluster
 //!
 //! Reading 4096 streams on every shipment would cost Redis more than the changes do, so each
@@ -67,6 +76,8 @@ pub(crate) struct Outbox {
     layout: OutboxLayout,
     /// What this process knows of the shards' streams (Cluster only).
     state: Mutex<State>,
+    /// This process's id in the shipping turn (made at its first turn).
+    turn_id: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +102,7 @@ impl Outbox {
             bound: bound.max(1),
             layout,
             state: Mutex::new(State::default()),
+            turn_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -520,6 +532,40 @@ impl RedisStore {
             }
         }
         Ok(())
+    }
+
+    /// See [`SessionStore::outbox_turn`](sessiond_core::SessionStore::outbox_turn): on the one
+    /// stream, whether this process holds the turn (taking it when free); with a stream per
+    /// shard, each process reads the shards it wrote to, so always.
+    pub(crate) async fn outbox_turn_now(&self, hold: Duration) -> Result<bool, StoreError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(true);
+        };
+        if outbox.layout == OutboxLayout::PerShard {
+            return Ok(true);
+        }
+        let me = match outbox.turn_id.get() {
+            Some(id) => id.clone(),
+            None => {
+                let id = EventId::generate()
+                    .map_err(StoreError::internal)?
+                    .to_string();
+                outbox.turn_id.get_or_init(|| id).clone()
+            }
+        };
+        let (me, key) = (&me, &self.keys.ship_turn());
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1);
+        let held: i64 = self
+            .call(|mut c| async move {
+                crate::scripts::SHIP_TURN
+                    .key(key)
+                    .arg(me)
+                    .arg(hold_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(held == 1)
     }
 
     /// See [`SessionStore::outbox_remove`](sessiond_core::SessionStore::outbox_remove).

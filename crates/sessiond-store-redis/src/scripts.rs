@@ -422,6 +422,21 @@ return 1
     )
 });
 
+/// Takes or keeps the turn to ship the one outbox stream (standalone and Sentinel). KEYS: the
+/// turn. ARGV: this process's id, how long to hold the turn (ms). Returns 1 if this process
+/// holds it now, 0 if another does. It may run on a full Redis: shipping is what empties the
+/// outbox there.
+pub(crate) static SHIP_TURN: LazyLock<Script> = LazyLock::new(|| {
+    freeing_script(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
 /// Records that a replica must reach an offset before any process reads from it again.
 /// KEYS: the fence record. ARGV: the offset, the record's TTL in ms. Keeps the larger offset.
 pub(crate) static FENCE: LazyLock<Script> = LazyLock::new(|| {

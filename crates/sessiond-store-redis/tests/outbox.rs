@@ -144,6 +144,51 @@ async fn another_process_sees_and_ships_every_entry_of_the_one_stream() {
     assert_eq!(after, Some(0));
 }
 
+/// Processes sharing the one stream take turns to ship it, so an entry is not shipped once
+/// per process: the holder keeps the turn while it asks again within its hold; once it stops
+/// (it died), another gets the turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_the_one_stream_ship_it_in_turn() {
+    let server = RedisServer::start();
+    let connect = || async {
+        RedisStore::connect(&options(&server.url(), 1_000))
+            .await
+            .expect("connect")
+    };
+    let (first, second) = (connect().await, connect().await);
+    // Long beside the renewals' pace, so a slow machine does not let it lapse between them.
+    let hold = Duration::from_secs(2);
+    assert!(
+        first.outbox_turn(hold).await.expect("turn"),
+        "a free turn is taken"
+    );
+    assert!(
+        !second.outbox_turn(hold).await.expect("turn"),
+        "one holder at a time"
+    );
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            first.outbox_turn(hold).await.expect("turn"),
+            "renewed, it stays"
+        );
+        assert!(!second.outbox_turn(hold).await.expect("turn"));
+    }
+    // The holder stops asking: the turn passes once its hold is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !second.outbox_turn(hold).await.expect("turn") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the turn never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !first.outbox_turn(hold).await.expect("turn"),
+        "and it does not come back"
+    );
+}
+
 /// Cluster keeps a stream per shard: a process that wrote none of them (the writer died
 /// before shipping) finds them all by its sweep, though before its first read it knows of none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,6 +196,19 @@ async fn on_cluster_another_process_finds_every_entry_of_every_shard() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
         .await
         .expect("start the cluster");
+    // Each process reads the shards it wrote to: none waits for a turn.
+    for _ in 0..2 {
+        let store = RedisStore::connect(&options(&cluster.url(), 1_000))
+            .await
+            .expect("connect");
+        assert!(
+            store
+                .outbox_turn(Duration::from_secs(60))
+                .await
+                .expect("turn"),
+            "every process's turn on Cluster"
+        );
+    }
     let (_, before, after) = written_by_one_shipped_by_another(&cluster.url()).await;
     assert_eq!(
         before,
