@@ -260,7 +260,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
         Ok(true)
     }
 
-    /// Removes entries the durable tier has committed. Removing one already removed is no
+    /// Removes entries the durable tier has committed: `shipped` is what
+    /// [`outbox_read`](Self::outbox_read) returned, or its oldest part (a store whose outbox
+    /// is one queue removes up to the newest of them). Removing one already removed is no
     /// error (two shippers may race).
     async fn outbox_remove(&self, shipped: &[OutboxEntry]) -> Result<(), StoreError> {
         let _ = shipped;

@@ -39,7 +39,7 @@
 //! for what other processes left (one killed before its shipper ran, `sessiond revoke`). The
 //! backlog a process reports is that of its dirty shards, read live.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -206,6 +206,12 @@ fn stream_id(p: Position) -> String {
     format!("{}-{seq}", p.0 >> Position::SEQUENCE_BITS)
 }
 
+/// The least stream id after position `p`'s (`XTRIM … MINID` keeps it and what follows).
+fn stream_id_after(p: Position) -> String {
+    let seq = p.0 & ((1 << Position::SEQUENCE_BITS) - 1);
+    format!("{}-{}", p.0 >> Position::SEQUENCE_BITS, seq + 1)
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("an outbox entry {what}").into())
 }
@@ -218,11 +224,44 @@ fn bulk(v: Value) -> Option<Vec<u8>> {
     }
 }
 
-/// A stream entry's fields, by name.
-type Fields = BTreeMap<Vec<u8>, Vec<u8>>;
+/// One stream entry as read: its id and the fields the scripts write (the table above).
+/// Fields it does not know are skipped, so an entry written by a newer sessiond still reads.
+#[derive(Debug, Default)]
+struct RawEntry {
+    id: Vec<u8>,
+    c: Option<Vec<u8>>,
+    m: Option<Vec<u8>>,
+    u: Option<Vec<u8>>,
+    r: Option<Vec<u8>>,
+    e: Option<Vec<u8>>,
+    j: Option<Vec<u8>>,
+    i: Option<Vec<u8>>,
+    n: Option<Vec<u8>>,
+    k: Option<Vec<u8>>,
+}
 
-/// The entries of an `XRANGE` reply: ids and their fields.
-fn stream_entries(reply: Value) -> Result<Vec<(Vec<u8>, Fields)>, StoreError> {
+impl RawEntry {
+    /// Keeps `value` as field `name`.
+    fn set(&mut self, name: &[u8], value: Vec<u8>) {
+        let slot = match name {
+            b"c" => &mut self.c,
+            b"m" => &mut self.m,
+            b"u" => &mut self.u,
+            b"r" => &mut self.r,
+            b"e" => &mut self.e,
+            b"j" => &mut self.j,
+            b"i" => &mut self.i,
+            b"n" => &mut self.n,
+            b"k" => &mut self.k,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+}
+
+/// The entries of an `XRANGE` reply, in its order. The shipper reads thousands a second, so
+/// each field's bytes are moved out of the reply, never copied or put in a map.
+fn stream_entries(reply: Value) -> Result<Vec<RawEntry>, StoreError> {
     let Value::Array(entries) = reply else {
         return Err(corrupt("stream reply is not an array"));
     };
@@ -232,50 +271,59 @@ fn stream_entries(reply: Value) -> Result<Vec<(Vec<u8>, Fields)>, StoreError> {
             return Err(corrupt("is not an array"));
         };
         let mut parts = parts.into_iter();
-        let id = parts
-            .next()
-            .and_then(bulk)
-            .ok_or_else(|| corrupt("has no id"))?;
-        let pairs: Vec<(Value, Value)> = match parts.next() {
+        let mut raw = RawEntry {
+            id: parts
+                .next()
+                .and_then(bulk)
+                .ok_or_else(|| corrupt("has no id"))?,
+            ..RawEntry::default()
+        };
+        let mut field = |k: Value, v: Value| match (k, bulk(v)) {
+            (Value::BulkString(k), Some(v)) => {
+                raw.set(&k, v);
+                Ok(())
+            }
+            (Value::SimpleString(k), Some(v)) => {
+                raw.set(k.as_bytes(), v);
+                Ok(())
+            }
+            _ => Err(corrupt("has a field that is not a string")),
+        };
+        match parts.next() {
             Some(Value::Array(flat)) => {
                 let mut it = flat.into_iter();
-                let mut pairs = Vec::new();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
+                    field(k, v)?;
                 }
-                pairs
             }
-            Some(Value::Map(pairs)) => pairs,
+            Some(Value::Map(pairs)) => {
+                for (k, v) in pairs {
+                    field(k, v)?;
+                }
+            }
             _ => return Err(corrupt("has no fields")),
-        };
-        let mut fields = BTreeMap::new();
-        for (k, v) in pairs {
-            match (bulk(k), bulk(v)) {
-                (Some(k), Some(v)) => fields.insert(k, v),
-                _ => return Err(corrupt("has a field that is not a string")),
-            };
         }
-        out.push((id, fields));
+        out.push(raw);
     }
     Ok(out)
 }
 
 /// One stream entry as the entry it records.
-fn decode_entry(id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
-    let field = |name: &[u8]| fields.get(name).map(Vec::as_slice);
+fn decode_entry(raw: &RawEntry) -> Result<OutboxEntry, StoreError> {
     let session = |unprefixed: &[u8]| {
         id_from_unprefixed(unprefixed).ok_or_else(|| corrupt("names no session"))
     };
-    let position = position(id).ok_or_else(|| corrupt("has an id that is no position"))?;
-    let mut event = match field(b"e") {
+    let position = position(&raw.id).ok_or_else(|| corrupt("has an id that is no position"))?;
+    let mut event = match &raw.e {
         Some(json) => Some(
             serde_json::from_slice::<AuditEvent>(json)
                 .map_err(|e| StoreError::Corrupt(e.into()))?,
         ),
         None => None,
     };
+    let member = raw.m.as_deref().unwrap_or_default();
     if let Some(ev) = &mut event {
-        let derived = match field(b"j") {
+        let derived = match raw.j.as_deref() {
             Some(b"ev") => Some(true),
             Some(b"rp") => Some(false),
             Some(_) => return Err(corrupt("derives an unknown event")),
@@ -286,28 +334,29 @@ fn decode_entry(id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
                 .session_id
                 .take()
                 .ok_or_else(|| corrupt("derives from an event of no session"))?;
-            let n = field(b"i")
+            let n = raw
+                .i
+                .as_deref()
                 .and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok())
                 .ok_or_else(|| corrupt("has no index"))?;
             ev.id = ev.id.derive(n);
-            ev.session_id = Some(session(field(b"m").unwrap_or_default())?);
+            ev.session_id = Some(session(member)?);
             ev.kind = if evicted {
                 AuditKind::Evicted { by }
             } else {
                 AuditKind::Replaced { by }
             };
         }
-        if let (Some(n), AuditKind::RevokedAll { count, .. }) = (field(b"n"), &mut ev.kind) {
+        if let (Some(n), AuditKind::RevokedAll { count, .. }) = (&raw.n, &mut ev.kind) {
             *count = std::str::from_utf8(n)
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| corrupt("has a count that is no number"))?;
         }
     }
-    let member = field(b"m").unwrap_or_default();
-    let change = match field(b"c") {
+    let change = match raw.c.as_deref() {
         Some(b"l") => {
-            let record = field(b"r").ok_or_else(|| corrupt("has no record"))?;
+            let record = raw.r.as_deref().ok_or_else(|| corrupt("has no record"))?;
             DurableChange::Live(decode(&session(member)?, record)?)
         }
         Some(b"x") => DurableChange::Ended(session(member)?),
@@ -316,7 +365,7 @@ fn decode_entry(id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
                 .as_ref()
                 .and_then(|e| e.user_id.clone())
                 .ok_or_else(|| corrupt("ends the sessions of no user"))?;
-            let kept = match field(b"k") {
+            let kept = match raw.k.as_deref() {
                 Some(k) if !k.is_empty() => Some(session(k)?),
                 _ => None,
             };
@@ -337,7 +386,7 @@ fn decode_entry(id: &[u8], fields: &Fields) -> Result<OutboxEntry, StoreError> {
     // The user of an event sessiond built from the session id alone is in the record (a
     // patch, a rotation) or was read by the script (`u`: a logout, a revocation).
     if let Some(ev) = event.as_mut().filter(|e| e.user_id.is_none()) {
-        ev.user_id = match (&change, field(b"u")) {
+        ev.user_id = match (&change, raw.u.as_deref()) {
             (DurableChange::Live(record), _) => Some(record.user_id.clone()),
             (_, Some(user)) => std::str::from_utf8(user)
                 .ok()
@@ -454,10 +503,7 @@ impl RedisStore {
             Some(v) => stream_entries(v)?,
             None => Vec::new(),
         };
-        entries
-            .iter()
-            .map(|(id, fields)| decode_entry(id, fields))
-            .collect()
+        entries.iter().map(decode_entry).collect()
     }
 
     /// Reads the oldest entries of the streams of `shards` into `out`, up to `max` in all:
@@ -499,13 +545,13 @@ impl RedisStore {
             if *mark == 0 {
                 outbox.mark(*shard);
             }
-            for (id, fields) in &entries {
-                out.push(decode_entry(id, fields)?);
+            for raw in &entries {
+                out.push(decode_entry(raw)?);
             }
             if entries.len() == want
-                && let Some((last, _)) = entries.last()
+                && let Some(last) = entries.last()
             {
-                more.push((*shard, last.clone()));
+                more.push((*shard, last.id.clone()));
             }
         }
         // A stream with a backlog of its own (one busy user) is read on, one at a time.
@@ -522,11 +568,11 @@ impl RedisStore {
                     Some(v) => stream_entries(v)?,
                     None => Vec::new(),
                 };
-                for (id, fields) in &entries {
-                    out.push(decode_entry(id, fields)?);
+                for raw in &entries {
+                    out.push(decode_entry(raw)?);
                 }
                 match entries.last() {
-                    Some((id, _)) if entries.len() == count => last = id.clone(),
+                    Some(raw) if entries.len() == count => last = raw.id.clone(),
                     _ => break,
                 }
             }
@@ -580,15 +626,18 @@ impl RedisStore {
             return Ok(());
         }
         if outbox.layout == OutboxLayout::One {
+            // `shipped` is the head of the stream as `read_one` found it, and an entry added
+            // since has a greater id than every entry there was: trimming below the newest
+            // shipped id removes exactly the shipped entries (and any another shipper removed
+            // already), freeing whole nodes of the stream instead of marking ids one by one.
+            let Some(newest) = shipped.iter().map(|e| e.position).max() else {
+                return Ok(());
+            };
             let mut pipe = redis::pipe();
-            pipe.cmd("XDEL")
+            pipe.cmd("XTRIM")
                 .arg(self.keys.outbox(everyone_stream()))
-                .arg(
-                    shipped
-                        .iter()
-                        .map(|e| stream_id(e.position))
-                        .collect::<Vec<_>>(),
-                )
+                .arg("MINID")
+                .arg(stream_id_after(newest))
                 .ignore();
             self.per_stream(vec![pipe]).await?;
             return Ok(());
@@ -669,7 +718,7 @@ impl RedisStore {
                     Some(v) => stream_entries(v)?,
                     None => Vec::new(),
                 };
-                if let Some(p) = first.first().and_then(|(id, _)| position(id)) {
+                if let Some(p) = first.first().and_then(|raw| position(&raw.id)) {
                     backlog.oldest = Some(backlog.oldest.map_or(p, |o| o.min(p)));
                 }
             }
@@ -734,6 +783,9 @@ mod tests {
             let p = position(id.as_bytes()).unwrap_or_default();
             assert_eq!(stream_id(p), id);
         }
+        let p = position(b"1700000000000-17").unwrap_or_default();
+        assert_eq!(stream_id_after(p), "1700000000000-18");
+        assert!(position(stream_id_after(p).as_bytes()) > Some(p));
         assert!(position(b"12").is_none());
         assert!(position(b"a-1").is_none());
         assert!(
@@ -750,18 +802,24 @@ mod tests {
 
     #[test]
     fn an_entry_of_unknown_shape_is_corrupt_not_a_panic() {
-        let mut fields = BTreeMap::new();
-        assert!(decode_entry(b"1-0", &fields).is_err(), "no change");
-        fields.insert(b"c".to_vec(), b"x".to_vec());
-        assert!(decode_entry(b"1-0", &fields).is_err(), "no member");
-        fields.insert(b"m".to_vec(), b"short".to_vec());
-        assert!(decode_entry(b"1-0", &fields).is_err(), "not a member");
-        fields.insert(b"c".to_vec(), b"a".to_vec());
+        let mut raw = RawEntry {
+            id: b"1-0".to_vec(),
+            ..RawEntry::default()
+        };
+        assert!(decode_entry(&raw).is_err(), "no change");
+        raw.set(b"c", b"x".to_vec());
+        assert!(decode_entry(&raw).is_err(), "no member");
+        raw.set(b"m", b"short".to_vec());
+        assert!(decode_entry(&raw).is_err(), "not a member");
+        raw.set(b"c", b"a".to_vec());
+        raw.set(b"zz", b"a field of a later version".to_vec());
         assert!(matches!(
-            decode_entry(b"1-0", &fields).map(|e| e.change),
+            decode_entry(&raw).map(|e| e.change),
             Ok(DurableChange::AllEnded)
         ));
-        fields.insert(b"e".to_vec(), b"{not json".to_vec());
-        assert!(decode_entry(b"1-0", &fields).is_err(), "bad event");
+        raw.set(b"e", b"{not json".to_vec());
+        assert!(decode_entry(&raw).is_err(), "bad event");
+        raw.id = b"not-an-id".to_vec();
+        assert!(decode_entry(&raw).is_err(), "bad id");
     }
 }

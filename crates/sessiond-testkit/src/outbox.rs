@@ -260,6 +260,12 @@ pub async fn shipped_entries_leave_and_the_rest_stay(store: Arc<dyn SessionStore
     let all = everything(&*store).await;
     let first_three = store.outbox_read(3).await.expect("read three");
     assert_eq!(first_three.as_slice(), &all[..3], "the oldest first");
+    // A change made while those are shipped is not removed with them.
+    let late = record(&user, at(5));
+    let _ = store
+        .create(&late, None, NO_LIMIT, late.created_at, backend())
+        .await
+        .expect("create while shipping");
     store
         .outbox_remove(&first_three)
         .await
@@ -268,9 +274,18 @@ pub async fn shipped_entries_leave_and_the_rest_stay(store: Arc<dyn SessionStore
         .outbox_remove(&first_three)
         .await
         .expect("removing again is no error");
-    assert_eq!(waiting(&*store).await, Some(before - 3), "three fewer");
+    assert_eq!(
+        waiting(&*store).await,
+        Some(before - 2),
+        "three fewer, one more"
+    );
     let rest = everything(&*store).await;
-    assert_eq!(rest.as_slice(), &all[3..], "the rest, unchanged, in order");
+    let (newest, older) = rest.split_last().expect("entries left");
+    assert_eq!(older, &all[3..], "the rest, unchanged, in order");
+    assert!(
+        matches!(&newest.change, DurableChange::Live(r) if r.id == late.id),
+        "the change made while shipping is still there: {newest:?}"
+    );
     let last = rest.last().map(|e| e.position);
     store.outbox_remove(&rest).await.expect("remove the rest");
     assert_eq!(waiting(&*store).await, Some(0));

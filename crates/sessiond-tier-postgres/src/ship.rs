@@ -165,6 +165,11 @@ impl EndedColumns {
     }
 }
 
+/// An object as JSON text, written straight from the record (no copy of it first).
+fn json_text(object: &serde_json::Map<String, serde_json::Value>) -> Result<String, TierError> {
+    serde_json::to_string(object).map_err(|_| TierError::Corrupt("session document"))
+}
+
 fn position_sql(p: Position) -> i64 {
     to_bigint(p.0)
 }
@@ -231,12 +236,8 @@ pub(crate) async fn ship(
             .push(to_sql_time(r.absolute_expires_at));
         records.expires_at.push(to_sql_time(r.expires_at()));
         records.version.push(to_bigint(r.version));
-        records
-            .user_data
-            .push(serde_json::Value::Object(r.user_data.clone()).to_string());
-        records
-            .metadata
-            .push(serde_json::Value::Object(r.metadata.clone()).to_string());
+        records.user_data.push(json_text(&r.user_data)?);
+        records.metadata.push(json_text(&r.metadata)?);
     }
 
     let tx = client.transaction().await?;
