@@ -29,19 +29,43 @@ use crate::record::SessionRecord;
 use crate::time::{Clock as _, Timestamp};
 use crate::token::RandomnessUnavailable;
 
-/// An event's id: 128 bits, random, written as a UUID (version 4). Fixed when the event is
-/// written to the outbox, so every replay of it carries the same id and is applied once.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// An event's id: 128 bits, unique, written as a UUID (version 8, RFC 9562's layout for ids
+/// of an application's own making). Fixed when the event is written to the outbox, so every
+/// replay of it carries the same id and is applied once.
+///
+/// Each process draws a random base once from the OS CSPRNG and numbers its events from it
+/// (the count in the first 48 bits), so a create's event costs no system call: two processes
+/// share an id only if their bases agree in the 74 bits the count and the derivations leave
+/// alone. An event id is no secret (the audit API shows it); it only has to be unique.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub [u8; 16]);
 
+/// This process's random base for event ids, drawn at its first event.
+static EVENT_BASE: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+/// Events this process has numbered.
+static EVENTS_NUMBERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl EventId {
-    /// A fresh id from the OS CSPRNG.
+    /// Length of the UUID text.
+    pub const TEXT_LEN: usize = 36;
+
+    /// A fresh id: this process's base (drawn from the OS CSPRNG at the first call), numbered.
     pub fn generate() -> Result<Self, RandomnessUnavailable> {
-        let mut bytes = [0u8; 16];
-        crate::token::fill_random(&mut bytes)?;
-        bytes[6] = (bytes[6] & 0x0f) | 0x40;
-        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let base = match EVENT_BASE.get() {
+            Some(base) => *base,
+            None => {
+                let mut bytes = [0u8; 16];
+                crate::token::fill_random(&mut bytes)?;
+                bytes[6] = (bytes[6] & 0x0f) | 0x80;
+                bytes[8] = (bytes[8] & 0x3f) | 0x80;
+                *EVENT_BASE.get_or_init(|| bytes)
+            }
+        };
+        let n = EVENTS_NUMBERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut bytes = base;
+        for (b, x) in bytes[..6].iter_mut().zip(&n.to_be_bytes()[2..]) {
+            *b ^= x;
+        }
         Ok(EventId(bytes))
     }
 
@@ -55,31 +79,54 @@ impl EventId {
         }
         EventId(bytes)
     }
+
+    /// The UUID text, written without the formatting machinery (an event id is written for
+    /// every create).
+    pub fn text(&self) -> [u8; Self::TEXT_LEN] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; Self::TEXT_LEN];
+        let mut at = 0;
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            out[at] = HEX[usize::from(b >> 4)];
+            out[at + 1] = HEX[usize::from(b & 0x0f)];
+            at += 2;
+        }
+        out
+    }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
+        let text = self.text();
+        // Only hex digits and dashes: always UTF-8.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.text();
+        let text = std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = EventId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event id (a UUID)")
             }
-            write!(f, "{b:02x}")?;
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EventId, E> {
+                s.parse().map_err(E::custom)
+            }
         }
-        Ok(())
-    }
-}
-
-impl From<EventId> for String {
-    fn from(id: EventId) -> Self {
-        id.to_string()
-    }
-}
-
-impl TryFrom<String> for EventId {
-    type Error = MalformedEventId;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -98,14 +145,28 @@ impl FromStr for EventId {
     type Err = MalformedEventId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
-        if s.len() != 36 || hex.len() != 32 {
+        let text = s.as_bytes();
+        if text.len() != Self::TEXT_LEN {
             return Err(MalformedEventId);
         }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(MalformedEventId),
+        };
         let mut bytes = [0u8; 16];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            let digits = std::str::from_utf8(pair).map_err(|_| MalformedEventId)?;
-            bytes[i] = u8::from_str_radix(digits, 16).map_err(|_| MalformedEventId)?;
+        let mut at = 0;
+        for (i, b) in bytes.iter_mut().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                if text.get(at) != Some(&b'-') {
+                    return Err(MalformedEventId);
+                }
+                at += 1;
+            }
+            let (hi, lo) = (text.get(at).copied(), text.get(at + 1).copied());
+            *b = (digit(hi.ok_or(MalformedEventId)?)? << 4) | digit(lo.ok_or(MalformedEventId)?)?;
+            at += 2;
         }
         Ok(EventId(bytes))
     }
@@ -652,9 +713,34 @@ mod tests {
         let id = EventId::generate().unwrap_or(EventId([7; 16]));
         let text = id.to_string();
         assert_eq!(text.len(), 36);
-        assert_eq!(text.as_bytes()[14], b'4', "version 4: {text}");
+        assert_eq!(text.as_bytes()[14], b'8', "version 8: {text}");
         assert_eq!(text.parse::<EventId>(), Ok(id));
-        assert_eq!("not-a-uuid".parse::<EventId>(), Err(MalformedEventId));
+        assert_eq!(text.to_uppercase().parse::<EventId>(), Ok(id));
+        assert_eq!(
+            serde_json::to_string(&id).ok(),
+            Some(format!("\"{text}\"")),
+            "JSON is the text"
+        );
+        assert_eq!(
+            serde_json::from_str::<EventId>(&format!("\"{text}\"")).ok(),
+            Some(id)
+        );
+        assert_eq!(
+            EventId([0x0f; 16]).to_string(),
+            "0f0f0f0f-0f0f-0f0f-0f0f-0f0f0f0f0f0f"
+        );
+        for bad in [
+            "not-a-uuid",
+            "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f",
+            "0f0f0f0f-0f0f-0f0f-0f0f-0f0f0f0f0f0g",
+            "0f0f0f0f-0f0f-0f0f-0f0f-0f0f0f0f0f0é",
+        ] {
+            assert_eq!(bad.parse::<EventId>(), Err(MalformedEventId), "{bad}");
+        }
+        let ids: std::collections::HashSet<EventId> = (0..10_000)
+            .map(|_| EventId::generate().unwrap_or(EventId([7; 16])))
+            .collect();
+        assert_eq!(ids.len(), 10_000, "every id is new");
         assert_ne!(id.derive(1), id);
         assert_eq!(id.derive(0), id);
     }
