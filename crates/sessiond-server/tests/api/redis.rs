@@ -261,10 +261,20 @@ async fn s07_redis_ttls_never_exceed_the_absolute_time_remaining() {
             .expect("milliseconds")
     };
     // TTLs are durations computed from sessiond's clock (`expiresAt - now`), so a key can
-    // outlive its session by the time the command took to reach Redis; the user's index is
-    // scored in whole seconds, rounded up. Neither is ever served (every read checks expiry
-    // at sessiond's `now`), so the bound allows one second for both.
+    // outlive its session by the time the command took to reach Redis: the bound allows one
+    // second for that. The user's index lives until its latest session's absolute expiry,
+    // which it scores in whole seconds, rounded up. Neither is ever served past its expiry
+    // (every read checks expiry at sessiond's `now`).
     let slack_ms = 1000;
+    let index_until = {
+        let latest = absolute(&long_doc).max(absolute(&short_doc));
+        let whole = latest.replace_nanosecond(0).expect("a valid instant");
+        if whole == latest {
+            whole
+        } else {
+            whole + time::Duration::SECOND
+        }
+    };
     for key in &keys {
         // Read the time first: the TTL is read later, so it can only be smaller.
         let (doc, bound) = match [&long_doc, &short_doc]
@@ -272,7 +282,7 @@ async fn s07_redis_ttls_never_exceed_the_absolute_time_remaining() {
             .find(|d| key.ends_with(&d["sessionId"].as_str().expect("id")[7..]))
         {
             Some(doc) => (doc, remaining_ms(absolute(doc)) + slack_ms),
-            None => (&long_doc, remaining_ms(absolute(&long_doc)) + slack_ms),
+            None => (&long_doc, remaining_ms(index_until) + slack_ms),
         };
         let ttl: i64 = conn.pttl(key).await.expect("PTTL");
         assert!(
