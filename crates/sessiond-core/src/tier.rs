@@ -35,8 +35,9 @@ use crate::token::RandomnessUnavailable;
 ///
 /// Each process draws a random base once from the OS CSPRNG and numbers its events from it
 /// (the count in the first 48 bits), so a create's event costs no system call: two processes
-/// share an id only if their bases agree in the 74 bits the count and the derivations leave
-/// alone. An event id is no secret (the audit API shows it); it only has to be unique.
+/// share an id only if their bases agree in the 74 random bits outside the count, but for the
+/// small ordinal a derived id mixes into its last four bytes ([`EventId::derive`]). An event
+/// id is no secret (the audit API shows it); it only has to be unique.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub [u8; 16]);
 

@@ -5,7 +5,7 @@
 //!
 //! On standalone and Sentinel, one stream, `<prefix>o`: every key is on one primary, so every
 //! script may append to it, and the shipper reads a batch with one `XRANGE` and removes it
-//! with one `XDEL`, whatever the number of sessions the batch touches. On Cluster a script
+//! with one `XTRIM … MINID`, whatever the number of sessions the batch touches. On Cluster a script
 //! may only touch keys of its own slot, so each shard has its own stream, `<prefix>o:{<shard>}`,
 //! sharing the hash tag of the shard's records and indexes. Either way an entry's position is
 //! its stream id (`ms-seq`, Redis's clock), which keeps growing after a flush as long as
