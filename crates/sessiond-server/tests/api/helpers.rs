@@ -16,6 +16,7 @@ use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sessiond_core::AtCap;
+use sessiond_core::Clock as _;
 use sessiond_core::{EventSink, SessionEvent};
 use sessiond_server::config::{ApiKeyList, NameList, RedisUrl};
 use sessiond_server::{Config, Hooks};
@@ -352,6 +353,13 @@ impl TestApp {
     /// Moves the server's clock forward (expiry without sleeping).
     pub(crate) fn advance(&self, by: Duration) {
         self.clock.advance(by);
+    }
+
+    /// The server's clock, read from the test: what a test compares with the times the server
+    /// answers (the machine's wall clock may step while the test runs; this one does not).
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        let ms = i128::from(self.clock.now().as_millis());
+        time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).expect("a time in range")
     }
 
     /// Absolute URL of `path`.

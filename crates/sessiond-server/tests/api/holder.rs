@@ -767,9 +767,10 @@ async fn concurrent_unconditional_patches_all_land() {
     while let Some(done) = tasks.join_next().await {
         let (status, body) = done.expect("task");
         // The events tell a refused token (`invalid_token`) from a session gone under a
-        // patch (none).
-        let events: Vec<_> = app.events.all().iter().map(|e| e.name).collect();
-        assert_eq!(status, StatusCode::OK, "{body}; events {events:?}");
+        // patch (none), and their times a session that expired (a clock that jumped) from
+        // one that was missed.
+        let events: Vec<_> = app.events.all().into_iter().map(|e| e.debug).collect();
+        assert_eq!(status, StatusCode::OK, "{body}; events {events:#?}");
     }
     let doc = app.own_session(&token).await;
     let data = doc["userData"].as_object().expect("object");
@@ -847,17 +848,17 @@ async fn s07_no_activity_extends_a_session_past_its_absolute_expiry() {
         time::Duration::seconds(5)
     );
     // Use the session every 250 ms, well within the idle timeout, until past its absolute
-    // expiry. The server and this test read the same clock, and the server reads it while
+    // expiry. The server and this test read the same clock (`app.now()`), and the server reads it while
     // the request is in flight: a request served started before `absoluteExpiresAt`, and a
     // request refused for expiry ended after it.
     let mut refused_at = None;
-    let mut last_ok = time::OffsetDateTime::now_utc();
+    let mut last_ok = app.now();
     loop {
-        let started = time::OffsetDateTime::now_utc();
+        let started = app.now();
         let r = app
             .send(app.holder(Method::GET, "/v1/session", &token))
             .await;
-        let ended = time::OffsetDateTime::now_utc();
+        let ended = app.now();
         match r.status {
             StatusCode::OK => {
                 let doc = r.json();
