@@ -42,6 +42,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Embedded store tuning.
     pub embedded: EmbeddedConfig,
+    /// The near cache in front of Redis (off by default).
+    pub cache: CacheConfig,
     /// HTTPS on the listener.
     pub tls: TlsConfig,
     /// The session cookie sessiond sets.
@@ -74,6 +76,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
             embedded: EmbeddedConfig::default(),
+            cache: CacheConfig::default(),
             tls: TlsConfig::default(),
             cookie: CookieConfig::default(),
             binding: crate::binding::BindingConfig::default(),
@@ -446,6 +449,39 @@ impl Default for EmbeddedConfig {
     }
 }
 
+/// The near cache: recently validated sessions answered from this process's memory, kept
+/// true by Redis's invalidations (`CLIENT TRACKING`), with revocation still immediate on every
+/// instance (`docs/design.md`, "The near cache"). Redis standalone or Sentinel only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most sessions cached; `0` (the default) turns the cache off. Env
+    /// `SESSIOND_CACHE__MAX_ENTRIES`.
+    pub max_entries: usize,
+    /// Most memory the cached records take, in bytes (records, keys and bookkeeping).
+    pub max_bytes: usize,
+    /// Time between heartbeats on the invalidation channel.
+    #[serde(with = "duration")]
+    pub heartbeat: Duration,
+    /// The invalidation window: a revoke, logout, rotation or patch answers this long after
+    /// Redis applied it, and a cache serves hits only while its channel answered a heartbeat
+    /// sent within it. Longer than `heartbeat` plus a round trip to Redis.
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        let d = sessiond_store_redis::CacheOptions::default();
+        CacheConfig {
+            max_entries: d.max_entries,
+            max_bytes: d.max_bytes,
+            heartbeat: d.heartbeat,
+            window: d.window,
+        }
+    }
+}
+
 /// API keys as configured: a comma-separated string (the form `SESSIOND_API_KEYS` takes) or a
 /// TOML list.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -682,6 +718,24 @@ impl Config {
         }
         if self.embedded.sweep_interval.is_zero() {
             return invalid("embedded.sweep_interval", "must be greater than zero");
+        }
+        let c = &self.cache;
+        if c.max_entries > 0 {
+            if self.redis_url.is_none() {
+                return invalid(
+                    "cache.max_entries",
+                    "the near cache is for Redis: the embedded store answers from memory already",
+                );
+            }
+            if c.heartbeat.is_zero() || c.window <= c.heartbeat {
+                return invalid(
+                    "cache.window",
+                    "cache.heartbeat must be greater than zero and cache.window longer",
+                );
+            }
+            if c.max_bytes < 1024 * 1024 {
+                return invalid("cache.max_bytes", "must be at least 1 MiB");
+            }
         }
         if let Some(url) = &self.redis_url {
             sessiond_store_redis::Topology::parse(&url.0).map_err(|e| ConfigError::Invalid {

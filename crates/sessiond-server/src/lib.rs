@@ -88,7 +88,7 @@ pub use state::{App, AppState};
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn SessionStore>, &'static str)> {
     let store_config = stack::StoreConfig::from_config(config)?;
     let engine = stack::open_engine(&store_config).await?;
-    Ok((engine, store_config.kind()))
+    Ok((engine.store, store_config.kind()))
 }
 
 /// What a process embedding sessiond (or a test) supplies beyond the configuration.
@@ -130,7 +130,13 @@ pub async fn run_with(
     let store_config = stack::StoreConfig::from_config(&config)?;
     let engine_name = store_config.kind();
     let durable = tier::connect(&config, &*hooks.clock).await?;
-    let engine = stack::open_engine(&store_config).await?;
+    let stack::Engine {
+        store: engine,
+        cache,
+    } = stack::open_engine(&store_config).await?;
+    if let Some(cache) = cache {
+        metrics.watch_cache(cache);
+    }
     let trust = match &durable {
         Some(durable) => {
             let journal = Arc::new(

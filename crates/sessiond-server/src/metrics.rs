@@ -10,18 +10,21 @@
 //! request timeout defaults to 10 s).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sessiond_core::EventName;
+use sessiond_store_redis::CacheProbe;
 
 use crate::state::AppState;
 
@@ -134,6 +137,8 @@ fn help_from<T: Copy>(
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The near cache, once the engine has one (its counters are read at each scrape).
+    cache: Arc<OnceLock<CacheProbe>>,
     /// Requests by route, method and status.
     pub http_requests: Family<HttpLabels, Counter>,
     /// Request latency by route, method and status.
@@ -175,6 +180,8 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sessiond");
+        let cache = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(CacheCollector(cache.clone())));
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = HistogramFamily::<HttpLabels>::new_with_constructor(latency_histogram);
         let store_duration =
@@ -284,6 +291,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            cache,
             tier_shipped,
             tier_ship_failures,
             tier_outbox_entries,
@@ -299,6 +307,11 @@ impl Metrics {
             guard_events,
             live_sessions,
         }
+    }
+
+    /// Reports the near cache's counters from now on.
+    pub fn watch_cache(&self, probe: CacheProbe) {
+        let _ = self.cache.set(probe);
     }
 
     /// The counter of read-throughs that ended in `outcome`.
@@ -332,6 +345,60 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The near cache's counters and sizes, read from the cache at each scrape (absent without a
+/// cache).
+#[derive(Debug)]
+struct CacheCollector(Arc<OnceLock<CacheProbe>>);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(probe) = self.0.get() else {
+            return Ok(());
+        };
+        let s = probe.stats();
+        let counters = [
+            (
+                "cache_hits",
+                "Validations and reads answered from the near cache",
+                s.hits,
+            ),
+            (
+                "cache_misses",
+                "Reads the near cache sent to Redis",
+                s.misses,
+            ),
+            (
+                "cache_invalidations",
+                "Cached sessions dropped by an invalidation from Redis",
+                s.invalidations,
+            ),
+            (
+                "cache_flushes",
+                "Times the whole near cache was dropped because its invalidation channel was in doubt",
+                s.flushes,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            ("cache_entries", "Sessions in the near cache", s.entries),
+            ("cache_bytes", "Bytes the near cache holds", s.bytes),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

@@ -4,16 +4,19 @@
 //! Sessions (rules, events)
 //!   → instrumentation (store operation latency)          stack::build_store
 //!     → read-through to the durable tier, on a miss       crate::tiered (with the tier)
-//!       → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
-//!           └ outbox ──(shipper, crate::tier)──→ durable tier (PostgreSQL)
+//!       → near cache, on Redis with cache.max_entries     sessiond_store_redis::cache
+//!         → engine: embedded | Redis (standalone, Sentinel, Cluster)   stack::open_engine
+//!             └ outbox ──(shipper, crate::tier)──→ durable tier (PostgreSQL)
 //! ```
 //!
 //! With a durable tier the engine keeps an outbox: each change writes its event and the
 //! session's new state in the same atomic write, and the shipper moves them to the tier.
 //!
 //! Each capability over the engine is a store that wraps a store
-//! ([`StoreWrapper`](sessiond_core::wrap::StoreWrapper)), stacked here and nowhere else: the
-//! near cache goes above instrumentation when it comes.
+//! ([`StoreWrapper`](sessiond_core::wrap::StoreWrapper)), stacked here and nowhere else. The
+//! near cache sits right on the Redis engine, because it reads with the engine's keys and
+//! codec on a connection of its own; the operator's commands open it too, so their
+//! revocations wait out its invalidation window like the service's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +26,9 @@ use sessiond_core::SessionStore;
 use sessiond_core::tier::DurableTier;
 use sessiond_core::wrap::Wrapped;
 use sessiond_store_embedded::{EmbeddedOptions, EmbeddedStore};
-use sessiond_store_redis::{RedisOptions, RedisStore, TlsRoots, Topology};
+use sessiond_store_redis::{
+    CacheOptions, CacheProbe, CachingStore, RedisOptions, RedisStore, TlsRoots, Topology,
+};
 
 use crate::config::Config;
 use crate::instrumented::InstrumentedStore;
@@ -41,8 +46,8 @@ pub enum StoreConfig {
         /// Its tuning.
         options: EmbeddedOptions,
     },
-    /// Redis, in any topology.
-    Redis(Box<RedisOptions>),
+    /// Redis, in any topology, with the near cache in front when it is configured.
+    Redis(Box<RedisOptions>, Option<CacheOptions>),
 }
 
 impl StoreConfig {
@@ -72,20 +77,29 @@ impl StoreConfig {
             }
             None => TlsRoots::default(),
         };
-        Ok(StoreConfig::Redis(Box::new(RedisOptions {
-            key_prefix: config.redis.key_prefix.clone(),
-            timeout: config.redis.timeout,
-            read_from: config.redis_read_from,
-            replica_sync_timeout: config.redis.replica_sync_timeout,
-            min_replica_acks: config.redis.min_replica_acks,
-            tls_roots,
-            outbox_per_stream: config
-                .tier
-                .postgres_url
-                .is_some()
-                .then(|| outbox_per_stream(config.tier.max_outbox, &topology)),
-            ..RedisOptions::new(topology)
-        })))
+        let cache = (config.cache.max_entries > 0).then_some(CacheOptions {
+            max_entries: config.cache.max_entries,
+            max_bytes: config.cache.max_bytes,
+            heartbeat: config.cache.heartbeat,
+            window: config.cache.window,
+        });
+        Ok(StoreConfig::Redis(
+            Box::new(RedisOptions {
+                key_prefix: config.redis.key_prefix.clone(),
+                timeout: config.redis.timeout,
+                read_from: config.redis_read_from,
+                replica_sync_timeout: config.redis.replica_sync_timeout,
+                min_replica_acks: config.redis.min_replica_acks,
+                tls_roots,
+                outbox_per_stream: config
+                    .tier
+                    .postgres_url
+                    .is_some()
+                    .then(|| outbox_per_stream(config.tier.max_outbox, &topology)),
+                ..RedisOptions::new(topology)
+            }),
+            cache,
+        ))
     }
 
     /// The engine's name in logs and metrics: `embedded`, `standalone`, `sentinel` or
@@ -93,7 +107,7 @@ impl StoreConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreConfig::Embedded { .. } => "embedded",
-            StoreConfig::Redis(options) => options.topology.kind(),
+            StoreConfig::Redis(options, _) => options.topology.kind(),
         }
     }
 }
@@ -112,19 +126,46 @@ pub fn outbox_per_stream(max_outbox: u64, topology: &Topology) -> u64 {
     }
 }
 
-/// Opens the engine alone, with nothing stacked on it: what the operator's commands
-/// (`sessiond revoke`) act on.
-pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionStore>> {
+/// The engine, with the near cache in front of it when configured: what the operator's
+/// commands (`sessiond revoke`) act on, and what [`build_store`] stacks the rest on.
+#[derive(Debug)]
+pub struct Engine {
+    /// The store.
+    pub store: Arc<dyn SessionStore>,
+    /// The near cache's counters, when there is one.
+    pub cache: Option<CacheProbe>,
+}
+
+/// Opens the engine (and the near cache over Redis when it is configured).
+pub async fn open_engine(config: &StoreConfig) -> anyhow::Result<Engine> {
     Ok(match config {
-        StoreConfig::Embedded { data_dir, options } => Arc::new(
-            EmbeddedStore::open(data_dir, *options)
-                .context("opening the embedded session store")?,
-        ),
-        StoreConfig::Redis(options) => Arc::new(
-            RedisStore::connect(options)
+        StoreConfig::Embedded { data_dir, options } => Engine {
+            store: Arc::new(
+                EmbeddedStore::open(data_dir, *options)
+                    .context("opening the embedded session store")?,
+            ),
+            cache: None,
+        },
+        StoreConfig::Redis(options, cache) => {
+            let redis = RedisStore::connect(options)
                 .await
-                .context("connecting to Redis")?,
-        ),
+                .context("connecting to Redis")?;
+            match cache {
+                None => Engine {
+                    store: Arc::new(redis),
+                    cache: None,
+                },
+                Some(cache) => {
+                    let cached = CachingStore::new(Arc::new(redis), *cache)
+                        .context("starting the near cache")?;
+                    let probe = cached.probe();
+                    Engine {
+                        store: Arc::new(Wrapped(cached)),
+                        cache: Some(probe),
+                    }
+                }
+            }
+        }
     })
 }
 

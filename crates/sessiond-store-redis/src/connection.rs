@@ -246,6 +246,29 @@ pub(crate) async fn multiplexed(
     ))
 }
 
+/// A RESP3 connection to one node whose out-of-band pushes (the near cache's invalidations,
+/// and a `disconnection` when it fails) go to `pushes`, in order with its replies: a push
+/// Redis wrote before a reply reaches `pushes` before that reply reaches its caller.
+pub(crate) async fn tracking(
+    info: ConnectionInfo,
+    roots: &TlsRoots,
+    timeout: Duration,
+    pushes: impl redis::aio::AsyncPushSender,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let client = client(info.set_redis_settings(settings), roots)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_push_sender(pushes);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
 /// Connects to a cluster; it needs one reachable node to learn its slots.
 pub(crate) async fn cluster(
     nodes: &[String],

@@ -31,10 +31,13 @@
 //! - `purge`: revoke-everyone, walking each primary for keys of sessiond's exact shapes.
 //! - `outbox`: with the durable tier, what each script records for it, per shard's stream,
 //!   and how the shipper finds and removes it.
+//! - [`cache`]: the near cache, a store over this one that answers recent validations from
+//!   memory, kept true by Redis's invalidations (`CLIENT TRACKING`).
 //!
 //! The crate root holds [`RedisStore`] and its [`SessionStore`] impl: each operation names its
 //! script, its keys and arguments, how far it must reach, and what its reply means.
 
+pub mod cache;
 pub mod connection;
 
 mod codec;
@@ -59,6 +62,7 @@ use sessiond_core::{
     SessionLimit, SessionRecord, SessionStore, StoreError, Timestamp, UpdateOutcome, UserId,
 };
 
+pub use cache::{CacheOptions, CacheProbe, CacheStats, CachingStore};
 pub use connection::{ConnectError, TlsRoots, Topology};
 pub use options::{ReadFrom, RedisOptions, defaults};
 

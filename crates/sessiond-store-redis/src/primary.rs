@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::ConnectionInfo;
@@ -22,6 +23,9 @@ use crate::sentinel::SentinelPrimary;
 pub(crate) struct CachedConnection {
     current: Mutex<Option<Connection>>,
     opening: tokio::sync::Mutex<()>,
+    /// How many connections have been opened: the near cache compares it with the count its
+    /// own channel was opened at, so a primary found again (perhaps another node) flushes it.
+    opened: AtomicU64,
 }
 
 impl CachedConnection {
@@ -50,7 +54,13 @@ impl CachedConnection {
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+        self.opened.fetch_add(1, Ordering::AcqRel);
         Ok(conn)
+    }
+
+    /// How many connections have been opened so far.
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Acquire)
     }
 
     /// Drops the connection; the next call opens a new one.
@@ -105,6 +115,24 @@ impl PrimarySource {
                     .await
             }
             PrimarySource::Sentinel(s) => s.connection().await,
+        }
+    }
+
+    /// Where the primary is (found first if need be), and the engine's connection count at
+    /// that moment (see [`CachedConnection::opened`]).
+    pub(crate) async fn address(&self) -> Result<(ConnectionInfo, u64), StoreError> {
+        self.connection().await?;
+        match self {
+            PrimarySource::Fixed(p) => Ok((p.info.clone(), p.connection.opened())),
+            PrimarySource::Sentinel(s) => s.address(),
+        }
+    }
+
+    /// The engine's connection count now (see [`CachedConnection::opened`]).
+    pub(crate) fn generation(&self) -> u64 {
+        match self {
+            PrimarySource::Fixed(p) => p.connection.opened(),
+            PrimarySource::Sentinel(s) => s.generation(),
         }
     }
 

@@ -139,6 +139,21 @@ impl Replicated {
         self.primary.connection().await
     }
 
+    /// Where the primary is, and the engine's connection count (see `primary`).
+    pub(crate) async fn primary_address(&self) -> Result<(redis::ConnectionInfo, u64), StoreError> {
+        self.primary.address().await
+    }
+
+    /// The certificate authorities trusted for TLS to the nodes.
+    pub(crate) fn tls_roots(&self) -> &TlsRoots {
+        &self.options.roots
+    }
+
+    /// The engine's primary connection count now.
+    pub(crate) fn primary_generation(&self) -> u64 {
+        self.primary.generation()
+    }
+
     /// Notes a failed primary call: a moved or failed primary is found again next time.
     pub(crate) fn primary_failed(&self, e: &redis::RedisError) {
         self.primary.failed(e);

@@ -41,6 +41,8 @@ pub(crate) struct SentinelPrimary {
     roots: TlsRoots,
     /// The primary's connection; one resolution at a time, callers that wait share it.
     connection: CachedConnection,
+    /// The address the current connection was opened to.
+    resolved: Mutex<Option<ConnectionInfo>>,
     timeout: Duration,
 }
 
@@ -58,6 +60,7 @@ impl SentinelPrimary {
             node,
             roots,
             connection: CachedConnection::default(),
+            resolved: Mutex::new(None),
             timeout,
         }
     }
@@ -65,6 +68,23 @@ impl SentinelPrimary {
     /// Forgets the primary; the next call finds it again.
     pub(crate) fn invalidate(&self) {
         self.connection.invalidate();
+    }
+
+    /// The address the current connection was opened to, and the connection count.
+    pub(crate) fn address(&self) -> Result<(ConnectionInfo, u64), StoreError> {
+        let resolved = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        resolved
+            .map(|info| (info, self.connection.opened()))
+            .ok_or_else(|| StoreError::unavailable("the Redis primary is not found yet"))
+    }
+
+    /// How many primary connections have been opened.
+    pub(crate) fn generation(&self) -> u64 {
+        self.connection.opened()
     }
 
     /// A connection to the current primary.
@@ -87,13 +107,10 @@ impl SentinelPrimary {
 
     async fn resolve(&self) -> Result<Connection, ResolveError> {
         let (host, port) = self.ask_sentinels().await?;
-        let mut conn = multiplexed(
-            node_info(&self.node, &host, port),
-            &self.roots,
-            self.timeout,
-        )
-        .await
-        .map_err(|_| ResolveError::NotPrimary)?;
+        let info = node_info(&self.node, &host, port);
+        let mut conn = multiplexed(info.clone(), &self.roots, self.timeout)
+            .await
+            .map_err(|_| ResolveError::NotPrimary)?;
         let role: Value =
             tokio::time::timeout(self.timeout, redis::cmd("ROLE").query_async(&mut conn))
                 .await
@@ -103,6 +120,10 @@ impl SentinelPrimary {
             Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b == b"master") =>
             {
                 tracing::info!(primary = %format!("{host}:{port}"), "found the Redis primary through Sentinel");
+                *self
+                    .resolved
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(info);
                 Ok(conn)
             }
             _ => Err(ResolveError::NotPrimary),
