@@ -136,6 +136,15 @@ impl PrimarySource {
         }
     }
 
+    /// Drops the primary's connection, so the next call finds the primary again (the near
+    /// cache could not reach the node it names).
+    pub(crate) fn forget(&self) {
+        match self {
+            PrimarySource::Fixed(p) => p.connection.invalidate(),
+            PrimarySource::Sentinel(s) => s.invalidate(),
+        }
+    }
+
     /// Notes a failed call: a moved or failed primary is found again next time.
     pub(crate) fn failed(&self, e: &redis::RedisError) {
         if !means_primary_moved(e) {

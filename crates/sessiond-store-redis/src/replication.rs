@@ -149,6 +149,11 @@ impl Replicated {
         &self.options.roots
     }
 
+    /// Makes the engine find the primary again on its next call.
+    pub(crate) fn primary_forget(&self) {
+        self.primary.forget();
+    }
+
     /// The engine's primary connection count now.
     pub(crate) fn primary_generation(&self) -> u64 {
         self.primary.generation()

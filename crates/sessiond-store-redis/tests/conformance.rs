@@ -1,6 +1,10 @@
 //! The store conformance suite on Redis: standalone, Sentinel, a three-primary Cluster, and
 //! the near cache over standalone and over Sentinel.
-#![allow(clippy::expect_used, clippy::panic, reason = "test set-up fails the test")]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test set-up fails the test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -158,12 +158,27 @@ impl Shared {
             }
             Ok(())
         };
-        let mut conn = tracking(info, replicated.tls_roots(), self.timeout, pushes).await?;
-        redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .query_async::<()>(&mut conn)
-            .await?;
+        let opened = async {
+            let mut conn = tracking(info, replicated.tls_roots(), self.timeout, pushes).await?;
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        let conn = match opened.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The node the engine calls the primary did not take the channel: if it is
+                // gone, the engine finds the primary again (through Sentinel) on its next
+                // call, which this also makes sooner.
+                if crate::connection::means_primary_moved(&e) {
+                    replicated.primary_forget();
+                }
+                return Err(e);
+            }
+        };
         let mut live = self
             .channel
             .live

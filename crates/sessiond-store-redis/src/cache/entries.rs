@@ -276,3 +276,132 @@ impl Entries {
         (entries, bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sessiond_core::{SessionId, Token, UserId};
+
+    use super::*;
+
+    fn record() -> SessionRecord {
+        let user = UserId::parse("u").unwrap();
+        let token = Token::generate(&user).unwrap();
+        let now = Timestamp::from_millis(1_000);
+        SessionRecord {
+            id: SessionId::parse(token.session_id().as_str()).unwrap(),
+            user_id: user,
+            secret_hash: token.secret_hash(),
+            created_at: now,
+            last_activity: now,
+            idle_timeout_ms: 60_000,
+            absolute_expires_at: now.saturating_add(Duration::from_secs(3600)),
+            version: 1,
+            user_data: Map::new(),
+            metadata: Map::new(),
+        }
+    }
+
+    const NOW: Timestamp = Timestamp::from_millis(2_000);
+
+    #[test]
+    fn a_read_fills_its_placeholder_and_is_then_a_hit() {
+        let e = Entries::new(100, 1 << 20);
+        let t = e.reserve("k", e.epoch()).unwrap();
+        assert!(matches!(e.get("k", NOW, true), Lookup::Miss));
+        e.fill("k", t, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Hit(_)));
+        assert_eq!(e.totals().0, 1);
+    }
+
+    #[test]
+    fn an_invalidation_before_the_reply_keeps_the_reply_out() {
+        let e = Entries::new(100, 1 << 20);
+        let t = e.reserve("k", e.epoch()).unwrap();
+        // The write's invalidation arrives before the (now stale) read reply is stored.
+        assert!(e.invalidate("k"));
+        e.fill("k", t, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Miss));
+        // A later read's placeholder is not the earlier read's to fill.
+        let later = e.reserve("k", e.epoch()).unwrap();
+        e.fill("k", t, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Miss));
+        e.fill("k", later, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn a_flush_keeps_out_every_read_in_flight_and_reads_of_the_old_channel() {
+        let e = Entries::new(100, 1 << 20);
+        let old = e.epoch();
+        let t = e.reserve("k", old).unwrap();
+        e.flush();
+        e.fill("k", t, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Miss));
+        // A read that took the old channel before the flush leaves no placeholder.
+        assert!(e.reserve("k", old).is_none());
+        assert!(e.reserve("k", e.epoch()).is_some());
+    }
+
+    #[test]
+    fn a_second_read_in_flight_is_served_but_not_stored() {
+        let e = Entries::new(100, 1 << 20);
+        let first = e.reserve("k", e.epoch()).unwrap();
+        assert!(e.reserve("k", e.epoch()).is_none());
+        e.fill("k", first, record(), 100);
+        assert!(matches!(e.get("k", NOW, true), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn an_expired_record_is_a_miss() {
+        let e = Entries::new(100, 1 << 20);
+        let t = e.reserve("k", e.epoch()).unwrap();
+        e.fill("k", t, record(), 100);
+        let later = NOW.saturating_add(Duration::from_secs(61));
+        assert!(matches!(e.get("k", later, true), Lookup::Miss));
+    }
+
+    #[test]
+    fn the_bounds_hold_and_recently_read_entries_survive() {
+        // 64 shards of 2 entries each.
+        let e = Entries::new(128, 1 << 30);
+        for i in 0..2_000 {
+            let key = format!("k{i}");
+            let t = e.reserve(&key, e.epoch()).unwrap();
+            e.fill(&key, t, record(), 100);
+            // k0 is read between every insertion: its second chance keeps it.
+            let _ = e.get("k0", NOW, true);
+        }
+        let (entries, _) = e.totals();
+        assert!(entries <= 128, "{entries} entries");
+        assert!(matches!(e.get("k0", NOW, true), Lookup::Hit(_)));
+        let by_bytes = Entries::new(1_000_000, 64 * 4 * (ENTRY_OVERHEAD + 200));
+        for i in 0..2_000 {
+            let key = format!("k{i}");
+            let t = by_bytes.reserve(&key, by_bytes.epoch()).unwrap();
+            by_bytes.fill(&key, t, record(), 200);
+        }
+        let (entries, bytes) = by_bytes.totals();
+        assert!(bytes <= 64 * 4 * (ENTRY_OVERHEAD + 200), "{bytes} bytes");
+        assert!(entries <= 64 * 4, "{entries} entries");
+    }
+
+    #[test]
+    fn identity_reads_leave_user_data_out() {
+        let e = Entries::new(100, 1 << 20);
+        let t = e.reserve("k", e.epoch()).unwrap();
+        let mut r = record();
+        r.user_data.insert("cart".into(), serde_json::json!([1]));
+        e.fill("k", t, r, 100);
+        let Lookup::Hit(full) = e.get("k", NOW, true) else {
+            panic!("a hit")
+        };
+        let Lookup::Hit(identity) = e.get("k", NOW, false) else {
+            panic!("a hit")
+        };
+        assert_eq!(full.user_data.len(), 1);
+        assert!(identity.user_data.is_empty());
+        assert_eq!(identity.id, full.id);
+    }
+}
