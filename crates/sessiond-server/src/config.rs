@@ -973,6 +973,38 @@ mod tests {
     }
 
     #[test]
+    fn the_near_cache_is_set_from_the_environment_and_needs_redis() {
+        let c = load_with(
+            &[
+                ("SESSIOND_REDIS_URL", "redis://127.0.0.1:6379"),
+                ("SESSIOND_CACHE__MAX_ENTRIES", "50000"),
+                ("SESSIOND_CACHE__WINDOW", "40ms"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.cache.max_entries, 50_000);
+        assert_eq!(c.cache.window, Duration::from_millis(40));
+        assert_eq!(
+            load_with(&[], None).unwrap().cache.max_entries,
+            0,
+            "off by default"
+        );
+        let e = load_with(&[("SESSIOND_CACHE__MAX_ENTRIES", "10")], None).unwrap_err();
+        assert!(e.to_string().contains("cache.max_entries"), "{e}");
+        let e = load_with(
+            &[
+                ("SESSIOND_REDIS_URL", "redis://127.0.0.1:6379"),
+                ("SESSIOND_CACHE__MAX_ENTRIES", "10"),
+                ("SESSIOND_CACHE__WINDOW", "5ms"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cache.window"), "{e}");
+    }
+
+    #[test]
     fn redis_settings() {
         let c = load_with(
             &[

@@ -204,6 +204,14 @@ impl TestAppBuilder {
             None => Backing::from_env().await,
         };
         config.redis_url = backing.url().map(RedisUrl);
+        // The whole suite once more with the near cache in front of Redis: every contract
+        // holds through it.
+        if config.redis_url.is_some()
+            && config.cache.max_entries == 0
+            && std::env::var("SESSIOND_TEST_STORE").as_deref() == Ok("redis-cached")
+        {
+            config.cache.max_entries = 10_000;
+        }
         config.data_dir = dir.path().join("data");
         config.api_keys = Some(ApiKeyList::Joined(KEY.into()));
         config.shutdown_timeout = Duration::from_secs(10);
@@ -298,7 +306,7 @@ impl Backing {
         let choice = std::env::var("SESSIOND_TEST_STORE").unwrap_or_default();
         match choice.as_str() {
             "" | "embedded" => Backing::Embedded,
-            "redis" => Backing::Redis(
+            "redis" | "redis-cached" => Backing::Redis(
                 tokio::task::spawn_blocking(RedisServer::start)
                     .await
                     .expect("start redis"),
@@ -314,7 +322,7 @@ impl Backing {
                     .expect("start primary, replicas and sentinels"),
             ),
             other => panic!(
-                "SESSIOND_TEST_STORE={other}: use embedded, redis, redis-sentinel or redis-cluster"
+                "SESSIOND_TEST_STORE={other}: use embedded, redis, redis-cached, redis-sentinel or redis-cluster"
             ),
         }
     }

@@ -300,3 +300,51 @@ async fn s07_redis_ttls_never_exceed_the_absolute_time_remaining() {
     assert!(ttl <= 24 * 3600 * 1000, "TTL {ttl} ms");
     app.shutdown().await;
 }
+
+/// A metric's value in the exposition (`None`: not exposed).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// With `cache.max_entries`, repeated validations are answered from memory and `/metrics`
+/// says so; a logout still ends the session for the next validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_near_cache_answers_repeated_validations_and_reports_them() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start redis");
+    let app = TestApp::builder()
+        .with_backing(Backing::Redis(server))
+        .with_config(|c| c.cache.max_entries = 1_000)
+        .spawn()
+        .await;
+    let (token, _) = app.create_session("cached-user").await;
+    for _ in 0..50 {
+        assert_eq!(app.auth_status(&token).await, StatusCode::OK);
+    }
+    let text = app.metrics_text().await;
+    let hits = metric(&text, "sessiond_cache_hits_total").expect("cache hits exposed");
+    let misses = metric(&text, "sessiond_cache_misses_total").expect("cache misses exposed");
+    assert!(hits >= 25.0, "{hits} hits, {misses} misses");
+    assert_eq!(metric(&text, "sessiond_cache_entries"), Some(1.0));
+    assert!(metric(&text, "sessiond_cache_bytes").is_some_and(|b| b > 0.0));
+    assert!(metric(&text, "sessiond_cache_invalidations_total").is_some());
+    assert!(metric(&text, "sessiond_cache_flushes_total").is_some());
+    app.send(app.holder(Method::DELETE, "/v1/session", &token))
+        .await
+        .expect_status(StatusCode::NO_CONTENT);
+    assert_eq!(app.auth_status(&token).await, StatusCode::UNAUTHORIZED);
+    app.shutdown().await;
+}
+
+/// Without the cache there are no cache metrics at all.
+#[tokio::test]
+async fn without_the_near_cache_no_cache_metric_is_exposed() {
+    let app = TestApp::builder()
+        .with_backing(Backing::Embedded)
+        .spawn()
+        .await;
+    assert!(!app.metrics_text().await.contains("sessiond_cache_"));
+    app.shutdown().await;
+}
