@@ -345,7 +345,11 @@ impl StoreWrapper for CachingStore {
             .await;
         // A version mismatch means the cached record was stale: the retry reads Redis.
         self.forget(id);
-        if matches!(outcome, Ok(UpdateOutcome::Updated(_))) {
+        // A session found gone may have been ended by a call still waiting out the window.
+        if matches!(
+            outcome,
+            Ok(UpdateOutcome::Updated(_) | UpdateOutcome::NotFound)
+        ) {
             self.settle().await;
         }
         outcome
@@ -364,7 +368,10 @@ impl StoreWrapper for CachingStore {
             .rotate(id, expected, replacement, now, origin)
             .await;
         self.forget(id);
-        if matches!(outcome, Ok(RotateOutcome::Rotated(_))) {
+        // Whatever the outcome: a rotation that lost, or found the session gone, lost to a
+        // call that may still be waiting out the window, and its caller takes the old token
+        // for dead from this answer on.
+        if outcome.is_ok() {
             self.settle().await;
         }
         outcome
@@ -378,7 +385,10 @@ impl StoreWrapper for CachingStore {
     ) -> Result<Option<UserId>, StoreError> {
         let deleted = self.inner.delete(id, now, origin).await;
         self.forget(id);
-        if matches!(deleted, Ok(Some(_))) {
+        // Also when nothing was deleted: the session may have been ended by a concurrent call
+        // (a revoke-all, another logout) still waiting out the window, and this caller takes
+        // it for dead from this answer on.
+        if deleted.is_ok() {
             self.settle().await;
         }
         deleted
@@ -392,8 +402,9 @@ impl StoreWrapper for CachingStore {
         origin: Origin<'_>,
     ) -> Result<u64, StoreError> {
         let deleted = self.inner.delete_user(user, except, now, origin).await;
-        // Which sessions went is not known here; the window covers this process too.
-        if matches!(deleted, Ok(n) if n > 0) {
+        // Which sessions went is not known here; the window covers this process too, and a
+        // count of 0 may follow a concurrent end still waiting out its window.
+        if deleted.is_ok() {
             self.settle().await;
         }
         deleted
@@ -401,7 +412,9 @@ impl StoreWrapper for CachingStore {
 
     async fn delete_all(&self, now: Timestamp, origin: Origin<'_>) -> Result<u64, StoreError> {
         let deleted = self.inner.delete_all(now, origin).await;
-        self.settle().await;
+        if deleted.is_ok() {
+            self.settle().await;
+        }
         deleted
     }
 
