@@ -119,6 +119,18 @@ impl Shared {
         }
     }
 
+    /// Drops the channel and every entry at shutdown (no doubt to report).
+    pub(crate) fn close_channel(&self) {
+        let mut live = self
+            .channel
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.take();
+        self.channel.fresh_until.store(0, Ordering::Release);
+        self.entries.flush();
+    }
+
     /// Applies a push from the connection of `epoch`.
     fn push(&self, epoch: u64, info: &PushInfo) {
         match info.kind {

@@ -432,7 +432,7 @@ impl StoreWrapper for CachingStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.maintenance.abort();
-        self.shared.doubt(None, "the store is closing");
+        self.shared.close_channel();
         self.inner.close().await
     }
 }
