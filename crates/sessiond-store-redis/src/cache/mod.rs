@@ -52,7 +52,7 @@ use crate::routing::{Backend, timed};
 /// The near cache's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheOptions {
-    /// Most sessions cached.
+    /// Most sessions cached (each of the 64 shards holds its share, rounded up).
     pub max_entries: usize,
     /// Most bytes cached (records, keys and bookkeeping).
     pub max_bytes: usize,
