@@ -82,8 +82,9 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::{App, AppState};
 
-/// Opens the configured engine, with nothing stacked on it: what the operator's commands
-/// (`sessiond revoke`) act on. Returns the store and the name of its engine (`embedded`,
+/// Opens the configured engine (with the near cache in front when it is configured, so a
+/// revocation waits out its window), with nothing else stacked on it: what the operator's
+/// commands (`sessiond revoke`) act on. Returns the store and the name of its engine (`embedded`,
 /// `standalone`, `sentinel`, `cluster`).
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn SessionStore>, &'static str)> {
     let store_config = stack::StoreConfig::from_config(config)?;
