@@ -110,6 +110,26 @@ pub(crate) struct Entries {
     tickets: AtomicU64,
 }
 
+/// `record` as a read answers it: whole, or (`user_data` false, the gateway's check, which needs
+/// only the identity) without its `userData`, which is then never copied.
+pub(crate) fn answer(record: &SessionRecord, user_data: bool) -> SessionRecord {
+    if user_data {
+        return record.clone();
+    }
+    SessionRecord {
+        id: record.id.clone(),
+        user_id: record.user_id.clone(),
+        secret_hash: record.secret_hash.clone(),
+        created_at: record.created_at,
+        last_activity: record.last_activity,
+        idle_timeout_ms: record.idle_timeout_ms,
+        absolute_expires_at: record.absolute_expires_at,
+        version: record.version,
+        user_data: Map::new(),
+        metadata: record.metadata.clone(),
+    }
+}
+
 /// What [`Entries::get`] found.
 #[derive(Debug)]
 pub(crate) enum Lookup {
@@ -148,8 +168,7 @@ impl Entries {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// The record cached for `key` if it is live at `now`; with `user_data` false, returned
-    /// without its `userData` (the gateway's check needs only the identity).
+    /// The record cached for `key` if it is live at `now`, as [`answer`] gives it.
     pub(crate) fn get(&self, key: &str, now: Timestamp, user_data: bool) -> Lookup {
         let mut shard = self.shard(key);
         match shard.map.get_mut(key) {
@@ -157,22 +176,7 @@ impl Entries {
                 record, referenced, ..
             }) if record.is_live(now) => {
                 *referenced = true;
-                Lookup::Hit(if user_data {
-                    record.clone()
-                } else {
-                    SessionRecord {
-                        id: record.id.clone(),
-                        user_id: record.user_id.clone(),
-                        secret_hash: record.secret_hash.clone(),
-                        created_at: record.created_at,
-                        last_activity: record.last_activity,
-                        idle_timeout_ms: record.idle_timeout_ms,
-                        absolute_expires_at: record.absolute_expires_at,
-                        version: record.version,
-                        user_data: Map::new(),
-                        metadata: record.metadata.clone(),
-                    }
-                })
+                Lookup::Hit(answer(record, user_data))
             }
             _ => Lookup::Miss,
         }

@@ -249,14 +249,7 @@ impl CachingStore {
                 return other.map(|_| None);
             }
         };
-        let answer = if user_data {
-            record.clone()
-        } else {
-            SessionRecord {
-                user_data: Map::new(),
-                ..record.clone()
-            }
-        };
+        let answer = entries::answer(&record, user_data);
         if let Some(t) = ticket {
             shared.entries.fill(&key, t, record, bytes.len());
         }
